@@ -1,0 +1,1 @@
+//! GGUF loading (owned by the GGUF work; filled in there).

@@ -1,0 +1,1 @@
+//! Dense-to-MoE upcycling and the default model (work in progress).
