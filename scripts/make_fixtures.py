@@ -407,19 +407,22 @@ class RoutingRecorder:
     def __init__(self, model):
         self.routers = routers(model)
         self.records = {}
+        self.weights = {}
         self.handles = []
         for li, r in self.routers:
             self.handles.append(r.register_forward_hook(self._hook(li)))
 
     def _hook(self, li):
         def fn(module, inputs, output):
-            logits, _weights, idx = output
+            logits, weights, idx = output
             self.records[li] = (logits.detach().float().clone(), idx.detach().clone())
+            self.weights[li] = weights.detach().float().clone()
 
         return fn
 
     def clear(self):
         self.records = {}
+        self.weights = {}
 
     def remove(self):
         for h in self.handles:
@@ -432,7 +435,7 @@ def single_forward(model, rec, ids, top_k):
     with torch.no_grad():
         out = model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False)
     logits = out.logits[0].float()
-    rl, rt = [], []
+    rl, rt, rw = [], [], []
     min_gap = float("inf")
     for li, _ in rec.routers:
         lg, idx = rec.records[li]
@@ -449,9 +452,11 @@ def single_forward(model, rec, ids, top_k):
             min_gap = min(min_gap, float((srt[:, j] - srt[:, j + 1]).min()))
         rl.append(lg)
         rt.append(idx.to(torch.int64))
+        rw.append(rec.weights[li].reshape(len(ids), -1))
     routing = torch.stack(rt) if rt else torch.zeros((0, len(ids), top_k), dtype=torch.int64)
     router_logits = torch.stack(rl) if rl else torch.zeros((0, len(ids), 0))
-    return logits, routing, router_logits, min_gap
+    routing_weights = torch.stack(rw) if rw else torch.zeros((0, len(ids), 0))
+    return logits, routing, router_logits, routing_weights, min_gap
 
 
 def greedy_manual(model, ids, n):
@@ -563,8 +568,8 @@ def build_family(family: str, tok, out_root: Path):
     greedy_min_gap = float("inf")
     for p, ids in enumerate(input_ids):
         assert 3 <= len(ids) <= 14, (PROMPTS[p], len(ids))
-        logits, routing, router_logits, gap = single_forward(reloaded, rec, ids, top_k)
-        logits0, routing0, _, _ = single_forward(model, rec_orig, ids, top_k)
+        logits, routing, router_logits, routing_weights, gap = single_forward(reloaded, rec, ids, top_k)
+        logits0, routing0, *_ = single_forward(model, rec_orig, ids, top_k)
         max_reload_diff = max(max_reload_diff, float((logits - logits0).abs().max()))
         assert torch.equal(routing, routing0)
         min_gap = min(min_gap, gap)
@@ -572,6 +577,7 @@ def build_family(family: str, tok, out_root: Path):
         if moe_layers:
             tensors[f"routing.{p}"] = routing.contiguous()
             tensors[f"router_logits.{p}"] = router_logits.contiguous()
+            tensors[f"routing_weights.{p}"] = routing_weights.contiguous()
         g_gen = greedy_generate(reloaded, ids, GREEDY_NEW_TOKENS)
         g_man, g_gap = greedy_manual(reloaded, ids, GREEDY_NEW_TOKENS)
         assert g_gen == g_man, (family, p, g_gen, g_man)
@@ -657,6 +663,7 @@ def build_family(family: str, tok, out_root: Path):
             "logits.p": "f32 [seq_len, vocab]: prompt p run alone (batch 1, no padding)",
             "routing.p": "i64 [num_moe_layers, seq_len, top_k]: top-k expert ids in the router's rank order (descending)",
             "router_logits.p": "f32 [num_moe_layers, seq_len, num_experts]: router logits before softmax",
+            "routing_weights.p": "f32 [num_moe_layers, seq_len, top_k]: the weights the model applies to those experts (same order as routing.p)",
             "greedy.p": f"i64 [{GREEDY_NEW_TOKENS}]: greedy continuation of prompt p (no EOS stop)",
             "batch_logits": "f32 [batch, max_len, vocab]: all prompts as one left-padded batch",
             "batch_input_ids": "i64 [batch, max_len]",
