@@ -1,0 +1,513 @@
+//! The decoder's building blocks: rotary embedding, attention, dense MLP and MoE block.
+//!
+//! Each block takes its weights through a [`VarBuilder`] in the checkpoint's own naming,
+//! and has one `forward`.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::{linear_b, linear_no_bias, Linear, RmsNorm, VarBuilder};
+
+use crate::config::{Family, Llama3RopeScaling, ModelConfig, MoeConfig, QkNorm};
+use crate::hooks::{Hooks, LockWeights, RoutingDrift, TokenRoute};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// Where each token of a forward call sits: its row, RoPE position and whether it is real.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenLayout {
+    pub batch: usize,
+    pub seq: usize,
+    /// `[batch * seq]`, row-major.
+    pub positions: Vec<usize>,
+    /// `[batch * seq]`: false for padding.
+    pub valid: Vec<bool>,
+}
+
+impl TokenLayout {
+    fn index(&self, row: usize, t: usize) -> usize {
+        row * self.seq + t
+    }
+}
+
+/// Rotary position embedding with per-token positions (so left-padded rows rotate correctly).
+#[derive(Debug, Clone)]
+pub(crate) struct Rotary {
+    inv_freq: Vec<f32>,
+}
+
+impl Rotary {
+    pub fn new(cfg: &ModelConfig) -> Self {
+        let d = cfg.head_dim;
+        let mut inv_freq: Vec<f32> = (0..d / 2)
+            .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32))
+            .collect();
+        if let Some(s) = cfg.rope_llama3 {
+            inv_freq = inv_freq.into_iter().map(|f| llama3_frequency(f, &s)).collect();
+        }
+        Rotary { inv_freq }
+    }
+
+    /// `(cos, sin)`, each `[batch, seq, head_dim / 2]`.
+    pub fn cos_sin(&self, layout: &TokenLayout, device: &Device, dtype: DType) -> CResult<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut angles = Vec::with_capacity(layout.positions.len() * half);
+        for &p in &layout.positions {
+            angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
+        }
+        let angles = Tensor::from_vec(angles, (layout.batch, layout.seq, half), device)?;
+        Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+    }
+}
+
+fn llama3_frequency(freq: f32, s: &Llama3RopeScaling) -> f32 {
+    let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
+    let low_freq_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+    let high_freq_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+    if wavelen < high_freq_wavelen {
+        freq
+    } else if wavelen > low_freq_wavelen {
+        (freq as f64 / s.factor) as f32
+    } else {
+        let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
+            / (s.high_freq_factor - s.low_freq_factor);
+        ((1.0 - smooth) * freq as f64 / s.factor + smooth * freq as f64) as f32
+    }
+}
+
+/// Multi-head attention with grouped-query heads, optional q/k norms, clipping and biases.
+#[derive(Debug, Clone)]
+pub(crate) struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    qk_norm: QkNorm,
+    clip_qkv: Option<f64>,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    scale: f64,
+}
+
+/// Loads a linear layer, with a bias exactly when the checkpoint has one.
+fn linear_maybe_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Linear> {
+    let has_bias = vb.contains_tensor("bias");
+    linear_b(in_dim, out_dim, has_bias, vb)
+}
+
+impl Attention {
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> CResult<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let (nq, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let (q_norm, k_norm) = match cfg.qk_norm {
+            QkNorm::None => (None, None),
+            QkNorm::PerHead => (
+                Some(candle_nn::rms_norm(d, cfg.rms_norm_eps, vb.pp("q_norm"))?),
+                Some(candle_nn::rms_norm(d, cfg.rms_norm_eps, vb.pp("k_norm"))?),
+            ),
+            QkNorm::Full => (
+                Some(candle_nn::rms_norm(nq * d, cfg.rms_norm_eps, vb.pp("q_norm"))?),
+                Some(candle_nn::rms_norm(nkv * d, cfg.rms_norm_eps, vb.pp("k_norm"))?),
+            ),
+        };
+        Ok(Attention {
+            q_proj: linear_maybe_bias(h, nq * d, vb.pp("q_proj"))?,
+            k_proj: linear_maybe_bias(h, nkv * d, vb.pp("k_proj"))?,
+            v_proj: linear_maybe_bias(h, nkv * d, vb.pp("v_proj"))?,
+            o_proj: linear_maybe_bias(nq * d, h, vb.pp("o_proj"))?,
+            q_norm,
+            k_norm,
+            qk_norm: cfg.qk_norm,
+            clip_qkv: cfg.clip_qkv,
+            num_heads: nq,
+            num_kv_heads: nkv,
+            head_dim: d,
+            scale: cfg.attention_scale.unwrap_or(1.0 / (d as f64).sqrt()),
+        })
+    }
+
+    /// `x: [b, t, hidden]`; `mask: [b, 1, t, past + t]` additive; `cache` holds past keys/values
+    /// `[b, kv_heads, past, head_dim]` and is extended in place.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> CResult<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (d, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
+        let mut q = self.q_proj.forward(x)?;
+        let mut k = self.k_proj.forward(x)?;
+        let mut v = self.v_proj.forward(x)?;
+        if let Some(c) = self.clip_qkv {
+            q = q.clamp(-c, c)?;
+            k = k.clamp(-c, c)?;
+            v = v.clamp(-c, c)?;
+        }
+        if let (QkNorm::Full, Some(qn), Some(kn)) = (self.qk_norm, &self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let mut q = q.reshape((b, t, nq, d))?;
+        let mut k = k.reshape((b, t, nkv, d))?;
+        if let (QkNorm::PerHead, Some(qn), Some(kn)) = (self.qk_norm, &self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, nkv, d))?.transpose(1, 2)?.contiguous()?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let groups = nq / nkv;
+        let k = repeat_kv(&k, groups)?;
+        let v = repeat_kv(&v, groups)?;
+        let dtype = q.dtype();
+        let scores = (q.matmul(&k.t()?)? * self.scale)?;
+        let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+        let out = probs.matmul(&v)?; // [b, nq, t, d]
+        let out = out.transpose(1, 2)?.reshape((b, t, nq * d))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+fn repeat_kv(x: &Tensor, groups: usize) -> CResult<Tensor> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let (b, n, t, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((b, n, groups, t, d))?
+        .reshape((b, n * groups, t, d))
+}
+
+/// A SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+impl Mlp {
+    /// Loads `gate_proj`/`up_proj`/`down_proj` (or Mixtral's `w1`/`w3`/`w2`) under `vb`.
+    pub fn new(hidden: usize, inter: usize, names: [&str; 3], vb: VarBuilder) -> CResult<Self> {
+        let [g, u, dn] = names;
+        Ok(Mlp {
+            gate: linear_no_bias(hidden, inter, vb.pp(g))?.weight().clone(),
+            up: linear_no_bias(hidden, inter, vb.pp(u))?.weight().clone(),
+            down: linear_no_bias(inter, hidden, vb.pp(dn))?.weight().clone(),
+        })
+    }
+
+    /// `x: [n, hidden]` → `[n, hidden]`.
+    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let gate = x.broadcast_matmul(&self.gate.t()?)?;
+        let up = x.broadcast_matmul(&self.up.t()?)?;
+        (candle_nn::ops::silu(&gate)? * up)?.broadcast_matmul(&self.down.t()?)
+    }
+
+    /// The three weight matrices `(gate [inter, hidden], up [inter, hidden], down [hidden, inter])`.
+    pub fn weights(&self) -> (&Tensor, &Tensor, &Tensor) {
+        (&self.gate, &self.up, &self.down)
+    }
+}
+
+/// What one MoE forward call reports back.
+#[derive(Debug, Default)]
+pub(crate) struct MoeReport {
+    /// Per row, the routes of real tokens (when recording).
+    pub routes: Option<Vec<Vec<TokenRoute>>>,
+}
+
+/// A sparse Mixture-of-Experts block: router, routed experts, optional shared expert.
+#[derive(Debug, Clone)]
+pub(crate) struct MoeBlock {
+    layer: usize,
+    router: Tensor,
+    experts: Vec<Mlp>,
+    shared: Option<(Mlp, Tensor)>,
+    top_k: usize,
+    renormalize: bool,
+}
+
+impl MoeBlock {
+    /// Loads the block of decoder layer `layer`; `vb` points at the layer (`model.layers.N`).
+    pub fn new(cfg: &ModelConfig, moe: &MoeConfig, layer: usize, vb: VarBuilder) -> CResult<Self> {
+        let (h, e, i) = (cfg.hidden_size, moe.num_experts, moe.expert_intermediate_size);
+        let (router, experts) = match cfg.family {
+            Family::Mixtral => {
+                let vb = vb.pp("block_sparse_moe");
+                let router = vb.get((e, h), "gate.weight")?;
+                let experts = (0..e)
+                    .map(|x| Mlp::new(h, i, ["w1", "w3", "w2"], vb.pp("experts").pp(x)))
+                    .collect::<CResult<_>>()?;
+                (router, experts)
+            }
+            Family::GraniteMoe => {
+                let vb = vb.pp("block_sparse_moe");
+                let router = vb.get((e, h), "router.layer.weight")?;
+                let input = vb.get((e, 2 * i, h), "input_linear.weight")?;
+                let output = vb.get((e, h, i), "output_linear.weight")?;
+                let experts = (0..e)
+                    .map(|x| {
+                        let fused = input.i(x)?;
+                        Ok(Mlp {
+                            gate: fused.narrow(0, 0, i)?.contiguous()?,
+                            up: fused.narrow(0, i, i)?.contiguous()?,
+                            down: output.i(x)?.contiguous()?,
+                        })
+                    })
+                    .collect::<CResult<_>>()?;
+                (router, experts)
+            }
+            Family::Qwen2Moe | Family::Qwen3Moe | Family::Olmoe => {
+                let vb = vb.pp("mlp");
+                let router = vb.get((e, h), "gate.weight")?;
+                let experts = (0..e)
+                    .map(|x| {
+                        Mlp::new(
+                            h,
+                            i,
+                            ["gate_proj", "up_proj", "down_proj"],
+                            vb.pp("experts").pp(x),
+                        )
+                    })
+                    .collect::<CResult<_>>()?;
+                (router, experts)
+            }
+            Family::Llama => candle_core::bail!("Llama has no MoE blocks"),
+        };
+        let shared = match moe.shared_expert_intermediate_size {
+            Some(s) => {
+                let vb = vb.pp("mlp");
+                let mlp = Mlp::new(
+                    h,
+                    s,
+                    ["gate_proj", "up_proj", "down_proj"],
+                    vb.pp("shared_expert"),
+                )?;
+                let gate = vb.get((1, h), "shared_expert_gate.weight")?;
+                Some((mlp, gate))
+            }
+            None => None,
+        };
+        Ok(MoeBlock {
+            layer,
+            router,
+            experts,
+            shared,
+            top_k: moe.top_k,
+            renormalize: moe.router.renormalize,
+        })
+    }
+
+    /// The router's weight `[num_experts, hidden]`.
+    pub fn router_weight(&self) -> &Tensor {
+        &self.router
+    }
+
+    /// The routed experts.
+    pub fn experts(&self) -> &[Mlp] {
+        &self.experts
+    }
+
+    /// Expert weights for the chosen ids: the family's softmax, gathered, renormalised if it does.
+    fn weights_for(&self, probs: &[f32], ids: &[u32]) -> Vec<f32> {
+        let mut w: Vec<f32> = ids.iter().map(|&e| probs[e as usize]).collect();
+        if self.renormalize {
+            let sum: f32 = w.iter().sum();
+            if sum > 0.0 {
+                w.iter_mut().for_each(|x| *x /= sum);
+            }
+        }
+        w
+    }
+
+    /// `x: [b, t, hidden]` → `[b, t, hidden]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        layout: &TokenLayout,
+        hooks: &Hooks,
+        drift: &mut RoutingDrift,
+    ) -> CResult<(Tensor, MoeReport)> {
+        let (b, t, h) = x.dims3()?;
+        let n = b * t;
+        let num_experts = self.experts.len();
+        let xs = x.reshape((n, h))?;
+        let logits = xs.matmul(&self.router.t()?)?.to_dtype(DType::F32)?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+
+        let mut routes = hooks.record_routing.then(|| vec![Vec::new(); b]);
+        // For each expert: the flat token indices it serves and the weight of each.
+        let mut assignments: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); num_experts];
+        for row in 0..b {
+            for pos_in_call in 0..t {
+                let idx = layout.index(row, pos_in_call);
+                let p = &probs[idx];
+                let free = top_k_ids(p, self.top_k);
+                let position = layout.positions[idx];
+                let locked = if layout.valid[idx] {
+                    hooks
+                        .lock
+                        .and_then(|l| l.route(self.layer, row, position).map(|r| (l.weights, r)))
+                } else {
+                    None
+                };
+                let (ids, weights) = match locked {
+                    Some((mode, route)) => {
+                        let changed = route.experts.iter().filter(|e| !free.contains(e)).count();
+                        drift.add(row, changed as u64, route.experts.len() as u64);
+                        let weights = match mode {
+                            LockWeights::Recompute => self.weights_for(p, &route.experts),
+                            LockWeights::Replay => route.weights.clone(),
+                        };
+                        (route.experts.clone(), weights)
+                    }
+                    None => {
+                        let w = self.weights_for(p, &free);
+                        (free, w)
+                    }
+                };
+                for (&e, &w) in ids.iter().zip(&weights) {
+                    if e as usize >= num_experts {
+                        candle_core::bail!(
+                            "locked routing names expert {e} but layer {} has {num_experts}",
+                            self.layer
+                        );
+                    }
+                    assignments[e as usize].0.push(idx as u32);
+                    assignments[e as usize].1.push(w);
+                }
+                if let (Some(routes), true) = (routes.as_mut(), layout.valid[idx]) {
+                    routes[row].push(TokenRoute {
+                        position,
+                        experts: ids,
+                        weights,
+                    });
+                }
+            }
+        }
+
+        let mut out = xs.zeros_like()?;
+        for (expert, (tokens, weights)) in self.experts.iter().zip(assignments) {
+            if tokens.is_empty() {
+                continue;
+            }
+            let count = tokens.len();
+            let index = Tensor::from_vec(tokens, count, x.device())?;
+            let weights = Tensor::from_vec(weights, (count, 1), x.device())?.to_dtype(x.dtype())?;
+            let y = expert
+                .forward(&xs.index_select(&index, 0)?)?
+                .broadcast_mul(&weights)?;
+            out = out.index_add(&index, &y, 0)?;
+        }
+        if let Some((mlp, gate)) = &self.shared {
+            let g = candle_nn::ops::sigmoid(&xs.matmul(&gate.t()?)?)?;
+            out = (out + mlp.forward(&xs)?.broadcast_mul(&g)?)?;
+        }
+        Ok((out.reshape((b, t, h))?, MoeReport { routes }))
+    }
+}
+
+/// The `k` largest entries' indices, largest first (ties: lower index first).
+pub(crate) fn top_k_ids(p: &[f32], k: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..p.len() as u32).collect();
+    order.sort_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
+    order.truncate(k);
+    order
+}
+
+/// The feed-forward part of a decoder layer.
+#[derive(Debug, Clone)]
+pub(crate) enum FeedForward {
+    Dense(Mlp),
+    Moe(MoeBlock),
+}
+
+/// One decoder layer: pre-norm attention and feed-forward, each added to the residual.
+#[derive(Debug, Clone)]
+pub(crate) struct DecoderLayer {
+    pub input_norm: RmsNorm,
+    pub attention: Attention,
+    pub post_attention_norm: RmsNorm,
+    pub feed_forward: FeedForward,
+    residual_multiplier: f64,
+}
+
+impl DecoderLayer {
+    pub fn new(cfg: &ModelConfig, layer: usize, vb: VarBuilder) -> CResult<Self> {
+        let feed_forward = match cfg.moe.as_ref().filter(|_| cfg.is_moe_layer(layer)) {
+            Some(moe) => FeedForward::Moe(MoeBlock::new(cfg, moe, layer, vb.clone())?),
+            None => FeedForward::Dense(Mlp::new(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                ["gate_proj", "up_proj", "down_proj"],
+                vb.pp("mlp"),
+            )?),
+        };
+        Ok(DecoderLayer {
+            input_norm: candle_nn::rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            attention: Attention::new(cfg, vb.pp("self_attn"))?,
+            post_attention_norm: candle_nn::rms_norm(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+            feed_forward,
+            residual_multiplier: cfg.residual_multiplier,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+        layout: &TokenLayout,
+        hooks: &Hooks,
+        drift: &mut RoutingDrift,
+    ) -> CResult<(Tensor, MoeReport)> {
+        let attn = self
+            .attention
+            .forward(&self.input_norm.forward(x)?, cos, sin, mask, cache)?;
+        let x = (x + scaled(attn, self.residual_multiplier)?)?;
+        let normed = self.post_attention_norm.forward(&x)?;
+        let (ff, report) = match &self.feed_forward {
+            FeedForward::Dense(mlp) => (mlp.forward(&normed)?, MoeReport::default()),
+            FeedForward::Moe(moe) => moe.forward(&normed, layout, hooks, drift)?,
+        };
+        Ok(((x + scaled(ff, self.residual_multiplier)?)?, report))
+    }
+}
+
+fn scaled(x: Tensor, factor: f64) -> CResult<Tensor> {
+    if factor == 1.0 {
+        Ok(x)
+    } else {
+        x * factor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_by_probability() {
+        assert_eq!(top_k_ids(&[0.1, 0.5, 0.2, 0.2], 3), vec![1, 2, 3]);
+    }
+}

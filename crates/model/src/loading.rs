@@ -1,0 +1,401 @@
+//! Finding and loading checkpoints: a local directory, a Hugging Face hub id, or a GGUF file.
+
+use std::collections::BTreeSet;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use tokenizers::Tokenizer;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::model::Model;
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Where the weights go.
+    pub device: Device,
+    /// Working dtype; `None` picks f32 on CPU and bf16 on CUDA.
+    pub dtype: Option<DType>,
+    /// Revision for hub ids.
+    pub revision: String,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            device: Device::Cpu,
+            dtype: None,
+            revision: "main".into(),
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The dtype that will be used on this device.
+    pub fn resolved_dtype(&self) -> DType {
+        self.dtype.unwrap_or(if self.device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        })
+    }
+}
+
+/// A loaded checkpoint: model, tokenizer (if the checkpoint has one) and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    /// The decoder.
+    pub model: Model,
+    /// The tokenizer, when the checkpoint has `tokenizer.json` (or GGUF tokenizer metadata).
+    pub tokenizer: Option<Tokenizer>,
+    /// The directory or file the model was read from.
+    pub source: PathBuf,
+}
+
+impl LoadedModel {
+    /// The tokenizer, or [`ModelError::NoTokenizer`].
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or(ModelError::NoTokenizer)
+    }
+
+    /// Encodes `text` without adding special tokens.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer()?
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer {
+                path: self.source.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Decodes ids, skipping special tokens.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer()?
+            .decode(ids, true)
+            .map_err(|e| ModelError::Tokenizer {
+                path: self.source.clone(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Loads a model from a local directory, a `.gguf` file, or a hub id (`owner/name`).
+///
+/// Hub ids are looked up in the local Hugging Face cache first (`HF_HOME`, `HF_HUB_CACHE`);
+/// with `HF_HUB_OFFLINE=1` nothing is downloaded, and an unreachable hub fails within
+/// seconds with a message saying where the model was looked for.
+///
+/// ```no_run
+/// let loaded = latentevo_model::load("models/tiny/olmoe", &Default::default())?;
+/// println!("{} layers", loaded.model.num_layers());
+/// # Ok::<(), latentevo_model::ModelError>(())
+/// ```
+pub fn load(spec: &str, options: &LoadOptions) -> Result<LoadedModel> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return load_dir(path, options);
+    }
+    if path.is_file() {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            return load_gguf_file(path, options);
+        }
+        if path.file_name().is_some_and(|n| n == "config.json") {
+            return load_dir(path.parent().unwrap_or(Path::new(".")), options);
+        }
+        return Err(ModelError::NotFound {
+            spec: spec.into(),
+            message: "a file was given; expected a checkpoint directory, a .gguf file or a hub id".into(),
+        });
+    }
+    if looks_like_hub_id(spec) {
+        let dir = fetch_from_hub(spec, &options.revision)?;
+        return load_dir(&dir, options);
+    }
+    Err(ModelError::NotFound {
+        spec: spec.into(),
+        message: "no such directory or file, and not a hub id of the form owner/name".into(),
+    })
+}
+
+fn load_gguf_file(path: &Path, _options: &LoadOptions) -> Result<LoadedModel> {
+    Err(ModelError::NotFound {
+        spec: path.display().to_string(),
+        message: "GGUF loading is not built in yet".into(),
+    })
+}
+
+/// Reads `config.json` of a checkpoint directory.
+pub fn read_config(dir: &Path) -> Result<ModelConfig> {
+    ModelConfig::from_file(dir.join("config.json"))
+}
+
+/// Loads a Hugging Face checkpoint directory: config.json, safetensors (single or sharded
+/// with `model.safetensors.index.json`) and, if present, tokenizer.json.
+pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(ModelError::NotFound {
+            spec: dir.display().to_string(),
+            message: format!("{} does not exist", config_path.display()),
+        });
+    }
+    let cfg = ModelConfig::from_file(&config_path)?;
+    let files = safetensors_files(dir)?;
+    let dtype = options.resolved_dtype();
+    // Open each file on its own first, so a damaged one is named.
+    for file in &files {
+        // SAFETY: the file is mapped read-only and not modified while mapped.
+        unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }.map_err(|e| {
+            ModelError::Weights {
+                path: file.clone(),
+                message: format!("not a valid safetensors file (truncated or damaged?): {e}"),
+            }
+        })?;
+    }
+    // SAFETY: as above.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, &options.device) }.map_err(|e| {
+        ModelError::Weights {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
+    let model = Model::new(&cfg, vb).map_err(|e| ModelError::Weights {
+        path: dir.to_path_buf(),
+        message: describe_weight_error(&e),
+    })?;
+    let tokenizer_path = dir.join("tokenizer.json");
+    let tokenizer = if tokenizer_path.is_file() {
+        Some(load_tokenizer(&tokenizer_path)?)
+    } else {
+        None
+    };
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        source: dir.to_path_buf(),
+    })
+}
+
+/// Builds a model from an in-memory config and tensors in Hugging Face naming
+/// (e.g. a converted GGUF or a freshly upcycled checkpoint).
+pub fn model_from_tensors(
+    cfg: &ModelConfig,
+    tensors: std::collections::HashMap<String, candle_core::Tensor>,
+    options: &LoadOptions,
+    origin: &Path,
+) -> Result<Model> {
+    let vb = VarBuilder::from_tensors(tensors, options.resolved_dtype(), &options.device);
+    Model::new(cfg, vb).map_err(|e| ModelError::Weights {
+        path: origin.to_path_buf(),
+        message: describe_weight_error(&e),
+    })
+}
+
+fn describe_weight_error(e: &candle_core::Error) -> String {
+    // candle's messages name the tensor; drop the backtrace noise.
+    let text = e.to_string();
+    text.lines().next().unwrap_or(&text).to_string()
+}
+
+/// Loads a `tokenizer.json`, naming the file on failure.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        message: format!("does not parse: {e}"),
+    })
+}
+
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
+            path: index.clone(),
+            source,
+        })?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::ConfigSyntax {
+            path: index.clone(),
+            message: e.to_string(),
+        })?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::MissingField {
+                path: index.clone(),
+                field: "weight_map".into(),
+            })?;
+        let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            return Err(ModelError::Weights {
+                path: missing.clone(),
+                message: format!("shard listed in {} is missing", index.display()),
+            });
+        }
+        return Ok(files);
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    Err(ModelError::NotFound {
+        spec: dir.display().to_string(),
+        message: "no model.safetensors nor model.safetensors.index.json".into(),
+    })
+}
+
+fn looks_like_hub_id(spec: &str) -> bool {
+    let parts: Vec<&str> = spec.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && *p != ".."
+                && *p != "."
+        })
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+/// Files fetched for a hub checkpoint, besides the weights.
+const HUB_FILES: &[&str] = &["config.json", "tokenizer.json"];
+
+fn fetch_from_hub(repo_id: &str, revision: &str) -> Result<PathBuf> {
+    let cache = hf_hub::Cache::from_env();
+    let repo =
+        hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, revision.to_string());
+    let cached = cache.repo(repo.clone());
+    if let Some(dir) = cached_checkpoint(&cached) {
+        return Ok(dir);
+    }
+    let cache_dir = cache.path().display().to_string();
+    if env_flag("HF_HUB_OFFLINE") {
+        return Err(ModelError::NotFound {
+            spec: repo_id.into(),
+            message: format!("HF_HUB_OFFLINE is set and the model is not in the local cache {cache_dir}"),
+        });
+    }
+    let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
+    if let Err(why) = probe(&endpoint, Duration::from_secs(5)) {
+        return Err(ModelError::NotFound {
+            spec: repo_id.into(),
+            message: format!(
+                "not in the local cache {cache_dir}, and the hub at {endpoint} is unreachable ({why}); \
+                 pass a local checkpoint directory or set HF_HUB_OFFLINE=1 with a filled cache"
+            ),
+        });
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(|e| ModelError::NotFound {
+            spec: repo_id.into(),
+            message: e.to_string(),
+        })?;
+    let api_repo = api.repo(repo);
+    let hub_error = |e: hf_hub::api::sync::ApiError| ModelError::NotFound {
+        spec: repo_id.into(),
+        message: e.to_string(),
+    };
+    let config = api_repo.get("config.json").map_err(hub_error)?;
+    let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
+    if api_repo.get("tokenizer.json").is_err() {
+        // Optional: a checkpoint without a tokenizer still runs on token ids.
+    }
+    match api_repo.get("model.safetensors.index.json") {
+        Ok(index) => {
+            let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
+                path: index.clone(),
+                source,
+            })?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::ConfigSyntax {
+                    path: index.clone(),
+                    message: e.to_string(),
+                })?;
+            let names: BTreeSet<String> = json["weight_map"]
+                .as_object()
+                .map(|m| m.values().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            for name in names {
+                api_repo.get(&name).map_err(hub_error)?;
+            }
+        }
+        Err(_) => {
+            api_repo.get("model.safetensors").map_err(hub_error)?;
+        }
+    }
+    Ok(dir)
+}
+
+fn cached_checkpoint(cached: &hf_hub::CacheRepo) -> Option<PathBuf> {
+    let config = cached.get(HUB_FILES[0])?;
+    let dir = config.parent()?.to_path_buf();
+    let complete = match cached.get("model.safetensors.index.json") {
+        Some(_) => safetensors_files(&dir).is_ok(),
+        None => cached.get("model.safetensors").is_some(),
+    };
+    complete.then_some(dir)
+}
+
+/// Checks within `timeout` that the endpoint's host accepts TCP connections, so an
+/// unreachable hub fails fast instead of hanging in a download.
+fn probe(endpoint: &str, timeout: Duration) -> std::result::Result<(), String> {
+    let without_scheme = endpoint.split("://").nth(1).unwrap_or(endpoint);
+    let host_port = without_scheme
+        .split('/')
+        .next()
+        .unwrap_or(without_scheme)
+        .to_string();
+    let default_port = if endpoint.starts_with("http://") { 80 } else { 443 };
+    let target = if host_port.contains(':') {
+        host_port
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lookup = target.clone();
+    // Name resolution has no timeout of its own; run it on a thread we can abandon.
+    std::thread::spawn(move || {
+        let _ = tx.send(lookup.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+    });
+    let addrs = match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) if !addrs.is_empty() => addrs,
+        Ok(Ok(_)) => return Err(format!("{target} resolves to no address")),
+        Ok(Err(e)) => return Err(format!("cannot resolve {target}: {e}")),
+        Err(_) => return Err(format!("resolving {target} timed out")),
+    };
+    let mut last = String::new();
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids() {
+        assert!(looks_like_hub_id("ibm-granite/granite-3.1-1b-a400m-instruct"));
+        assert!(!looks_like_hub_id("models/tiny/mixtral/extra"));
+        assert!(!looks_like_hub_id("../x"));
+        assert!(!looks_like_hub_id("noslash"));
+    }
+}
