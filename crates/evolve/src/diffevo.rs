@@ -101,7 +101,8 @@ pub fn ddpm_sigma(alpha_t: f64, alpha_prev: f64) -> f64 {
 /// x0_i  = sum_j w_ij x_j / (sum_j w_ij + 1e-9)
 /// ```
 ///
-/// (If every kernel underflows, `x0_i` becomes the fitness-weighted mean.)
+/// (If every kernel underflows, `x0_i` becomes the fitness-weighted mean, shrunk by
+/// `sum_j w_ij / (sum_j w_ij + 1e-9)` - the authors' formula, kept as is.)
 /// Returns the `n x dim` estimate, row-major.
 ///
 /// # Panics

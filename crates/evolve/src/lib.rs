@@ -9,7 +9,8 @@
 //! - [`CmaEs`]: CMA-ES with Hansen's standard defaults (optionally active);
 //! - [`OpenEs`]: a Gaussian evolution strategy (OpenAI-ES style) with momentum or Adam;
 //! - [`Pepg`]: parameter-exploring policy gradients (symmetric sampling);
-//! - [`RandomSearch`]: uniform sampling in a box, keeping the best members.
+//! - [`RandomSearch`]: uniform sampling in a box, keeping the best members;
+//! - [`MapElites`]: MAP-Elites on a grid of the parameter space.
 //!
 //! The crate knows nothing about what the vectors mean. **Fitness is maximised**:
 //! larger is better for every strategy. A fitness value that is NaN or infinite is
@@ -42,6 +43,7 @@ mod cmaes;
 mod diffevo;
 mod error;
 mod fitness;
+mod mapelites;
 mod openes;
 mod pepg;
 mod random;
@@ -52,6 +54,7 @@ pub use cmaes::{CmaEs, CmaEsConfig};
 pub use diffevo::{ddim_step, ddpm_sigma, estimate_x0, random_projection, DiffEvo, DiffEvoConfig};
 pub use error::{EvolveError, Result};
 pub use fitness::FitnessMapping;
+pub use mapelites::{MapElites, MapElitesConfig};
 pub use openes::{OpenEs, OpenEsConfig, OpenEsOptimizer};
 pub use pepg::{Pepg, PepgConfig};
 pub use random::{RandomSearch, RandomSearchConfig};
