@@ -288,3 +288,66 @@ fn strategies_are_object_safe_and_deterministic() {
     assert_eq!(trace(9), trace(9));
     assert_ne!(trace(9), trace(10));
 }
+
+#[test]
+fn map_elites_archive_one_elite_per_cell() {
+    use latentevo_evolve::{MapElites, MapElitesConfig};
+    let cfg = MapElitesConfig {
+        max_evaluations: 2000,
+        ..MapElitesConfig::paper_benchmark(2)
+    };
+    let run = |seed| {
+        let mut me = MapElites::new(cfg.clone(), seed).unwrap();
+        let mut asked = 0;
+        while !me.is_done() {
+            let pop = me.ask().unwrap();
+            asked += pop.len();
+            let f: Vec<f64> = pop
+                .iter()
+                .map(|x| if x[0] > 3.0 { f64::NAN } else { -sphere(x) })
+                .collect();
+            me.tell(&f).unwrap();
+        }
+        assert_eq!(asked, 2000);
+        assert_eq!(me.evaluations(), 2000);
+        assert_eq!(me.generation(), me.max_generations().unwrap());
+        me
+    };
+    let me = run(0);
+    let cells: std::collections::HashSet<Vec<i64>> = me
+        .archive()
+        .iter()
+        .map(|(x, _)| x.iter().map(|v| v.round_ties_even() as i64).collect())
+        .collect();
+    assert_eq!(cells.len(), me.archive().len(), "one elite per unit cell");
+    assert!(
+        me.archive().iter().all(|(x, f)| f.is_finite() && x[0] <= 3.0),
+        "NaN never archived"
+    );
+    assert!(me.non_finite_count() > 0);
+    // the elite of the origin cell is good
+    let origin = me
+        .archive()
+        .iter()
+        .find(|(x, _)| x.iter().all(|v| v.abs() < 0.5))
+        .unwrap();
+    assert!(origin.1 > -0.05, "{origin:?}");
+    assert_eq!(run(3).archive(), run(3).archive());
+}
+
+#[test]
+fn pepg_adam_mode_improves() {
+    let mut cfg = PepgConfig::new(vec![1.5; 2], 0.5, 50);
+    // Adam (beta1 0.99) overshoots with a constant step: decay it towards 1e-3
+    cfg.learning_rate = 0.1;
+    cfg.learning_rate_decay = 0.97;
+    cfg.learning_rate_limit = 1e-3;
+    cfg.max_generations = Some(200);
+    let mut es = Pepg::new(cfg, 2).unwrap();
+    while !es.is_done() {
+        let pop = es.ask().unwrap();
+        let f: Vec<f64> = pop.iter().map(|x| -sphere(x)).collect();
+        es.tell(&f).unwrap();
+    }
+    assert!(sphere(es.mean()) < 0.1, "{:?}", es.mean());
+}
