@@ -82,6 +82,9 @@ pub enum ModelError {
     /// A hook or request refers to something outside the model (layer, position, expert).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A GGUF file could not be loaded.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     /// A tensor operation failed.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -31,6 +31,7 @@
 //! ```
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod hooks;
 mod layers;
@@ -39,8 +40,11 @@ pub mod model;
 
 pub use config::{Family, ModelConfig, MoeConfig, QkNorm, SUPPORTED_ARCHITECTURES};
 pub use error::{ModelError, Result};
+pub use generate::{token_logprobs, FinishReason, Generated, GenerationConfig, GenerationOutput, Sampling};
 pub use hooks::{
     Hooks, LayerRouting, LockWeights, Perturbation, Positions, Routing, RoutingDrift, RoutingLock, TokenRoute,
 };
-pub use loading::{load, load_dir, load_tokenizer, model_from_tensors, LoadOptions, LoadedModel};
+pub use loading::{
+    inspect, load, load_dir, load_tokenizer, model_from_tensors, CheckpointInfo, LoadOptions, LoadedModel,
+};
 pub use model::{ForwardOutput, KvCache, LogitsMode, Model, Prefix, TokenBatch};

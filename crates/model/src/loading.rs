@@ -123,10 +123,63 @@ pub fn load(spec: &str, options: &LoadOptions) -> Result<LoadedModel> {
     })
 }
 
-fn load_gguf_file(path: &Path, _options: &LoadOptions) -> Result<LoadedModel> {
-    Err(ModelError::NotFound {
-        spec: path.display().to_string(),
-        message: "GGUF loading is not built in yet".into(),
+fn load_gguf_file(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
+    let checkpoint = crate::gguf::load_gguf(path, &options.device, options.resolved_dtype())?;
+    let cfg = ModelConfig::from_json(&checkpoint.config, path)?;
+    let model = model_from_tensors(&cfg, checkpoint.tensors, options, path)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer: Some(checkpoint.tokenizer),
+        source: path.to_path_buf(),
+    })
+}
+
+/// What a checkpoint is, read without loading its weights (except for hub ids, which are
+/// fetched first).
+#[derive(Debug, Clone)]
+pub struct CheckpointInfo {
+    /// The directory or file read.
+    pub source: PathBuf,
+    /// Its configuration.
+    pub config: ModelConfig,
+    /// Tokenizer vocabulary size including added tokens, if it has a tokenizer.
+    pub tokenizer_vocab: Option<usize>,
+}
+
+/// Reads a checkpoint's config and tokenizer without building the model.
+pub fn inspect(spec: &str, options: &LoadOptions) -> Result<CheckpointInfo> {
+    let path = Path::new(spec);
+    if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        let file = crate::gguf::GgufFile::open(path)?;
+        let config = ModelConfig::from_json(&file.hf_config()?, path)?;
+        let tokenizer = file.tokenizer()?;
+        return Ok(CheckpointInfo {
+            source: path.to_path_buf(),
+            config,
+            tokenizer_vocab: Some(tokenizer.get_vocab_size(true)),
+        });
+    }
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else if looks_like_hub_id(spec) {
+        fetch_from_hub(spec, &options.revision)?
+    } else {
+        return Err(ModelError::NotFound {
+            spec: spec.into(),
+            message: "no such checkpoint directory, .gguf file or hub id".into(),
+        });
+    };
+    let config = read_config(&dir)?;
+    let tokenizer_path = dir.join("tokenizer.json");
+    let tokenizer_vocab = if tokenizer_path.is_file() {
+        Some(load_tokenizer(&tokenizer_path)?.get_vocab_size(true))
+    } else {
+        None
+    };
+    Ok(CheckpointInfo {
+        source: dir,
+        config,
+        tokenizer_vocab,
     })
 }
 

@@ -142,19 +142,21 @@ impl KvCache {
                 self.batch_size()
             )));
         }
-        let layers = self
-            .layers
+        Ok(KvCache {
+            layers: self.repeat_layers(n)?,
+            key_valid: vec![self.key_valid[0].clone(); n],
+            next_position: vec![self.next_position[0]; n],
+        })
+    }
+
+    fn repeat_layers(&self, n: usize) -> Result<Vec<Option<(Tensor, Tensor)>>> {
+        self.layers
             .iter()
             .map(|l| match l {
                 Some((k, v)) => Ok(Some((repeat_rows(k, n)?, repeat_rows(v, n)?))),
                 None => Ok(None),
             })
-            .collect::<Result<_>>()?;
-        Ok(KvCache {
-            layers,
-            key_valid: vec![self.key_valid[0].clone(); n],
-            next_position: vec![self.next_position[0]; n],
-        })
+            .collect()
     }
 }
 
@@ -224,7 +226,12 @@ impl Prefix {
         Ok(Prefix {
             layer: self.layer,
             hidden: repeat_rows(&self.hidden, n)?,
-            cache: self.cache.repeat(n)?,
+            // The prefix's own tokens are not committed to the cache yet (that happens
+            // when the upper layers have run), so only the lower layers' tensors repeat.
+            cache: KvCache {
+                layers: self.cache.repeat_layers(n)?,
+                ..KvCache::new(self.cache.layers.len())
+            },
             step: self.step.repeat(n)?,
             routing: self.routing.clone(),
         })

@@ -97,3 +97,36 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Same expert ids everywhere, weights within `tolerance`.
+pub fn assert_same_routing(
+    a: &latentevo_model::Routing,
+    b: &latentevo_model::Routing,
+    tolerance: f32,
+    what: &str,
+) {
+    assert_eq!(a.layers.len(), b.layers.len(), "{what}: number of layers");
+    for (la, lb) in a.layers.iter().zip(&b.layers) {
+        assert_eq!(la.layer, lb.layer, "{what}");
+        assert_eq!(la.rows.len(), lb.rows.len(), "{what}: rows of layer {}", la.layer);
+        for (row, (ra, rb)) in la.rows.iter().zip(&lb.rows).enumerate() {
+            assert_eq!(
+                ra.len(),
+                rb.len(),
+                "{what}: tokens of layer {} row {row}",
+                la.layer
+            );
+            for (ta, tb) in ra.iter().zip(rb) {
+                assert_eq!(
+                    (ta.position, &ta.experts),
+                    (tb.position, &tb.experts),
+                    "{what}: layer {} row {row}",
+                    la.layer
+                );
+                for (wa, wb) in ta.weights.iter().zip(&tb.weights) {
+                    assert!((wa - wb).abs() <= tolerance, "{what}: weight {wa} vs {wb}");
+                }
+            }
+        }
+    }
+}

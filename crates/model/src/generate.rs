@@ -1,0 +1,391 @@
+//! Batched generation: greedy, or sampling with temperature and top-p from one seed per
+//! sequence, stopping on end-of-sequence tokens or stop strings.
+
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokenizers::Tokenizer;
+
+use crate::error::{ModelError, Result};
+use crate::hooks::{Hooks, Routing, RoutingDrift};
+use crate::model::{ForwardOutput, KvCache, LogitsMode, Model, Prefix, TokenBatch};
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sampling {
+    /// The most likely token (ties: the lowest id). With greedy decoding a perturbation is
+    /// the only source of variety.
+    Greedy,
+    /// Sample from the temperature-scaled distribution, restricted to the smallest set of
+    /// tokens whose probability reaches `top_p`.
+    Random {
+        /// Softmax temperature (> 0).
+        temperature: f64,
+        /// Nucleus mass in (0, 1]; 1 disables the cut.
+        top_p: f64,
+        /// One seed per sequence; a single seed is shared by every sequence (common random
+        /// numbers, so that differences between sequences come from their inputs).
+        seeds: Vec<u64>,
+    },
+}
+
+/// Settings of one generation call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationConfig {
+    /// Upper bound on generated tokens per sequence.
+    pub max_new_tokens: usize,
+    /// Token choice.
+    pub sampling: Sampling,
+    /// Tokens that end a sequence (kept in its tokens, dropped from its text).
+    pub stop_token_ids: Vec<u32>,
+    /// Strings that end a sequence; the text is cut before the first one. Needs a tokenizer.
+    pub stop_strings: Vec<String>,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            max_new_tokens: 64,
+            sampling: Sampling::Greedy,
+            stop_token_ids: Vec::new(),
+            stop_strings: Vec::new(),
+        }
+    }
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// It produced a stop token.
+    StopToken,
+    /// Its text contains a stop string.
+    StopString,
+    /// It reached `max_new_tokens`.
+    Length,
+}
+
+/// One generated continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// The generated token ids (the stop token included, if any).
+    pub tokens: Vec<u32>,
+    /// Log-probability of each token under the model's unscaled (temperature 1) distribution.
+    pub logprobs: Vec<f32>,
+    /// Decoded text without special tokens, cut at a stop string (when a tokenizer was given).
+    pub text: Option<String>,
+    /// Why it ended.
+    pub finish: FinishReason,
+}
+
+impl Generated {
+    /// Mean per-token log-probability (0 for an empty continuation).
+    pub fn mean_logprob(&self) -> f32 {
+        if self.logprobs.is_empty() {
+            0.0
+        } else {
+            self.logprobs.iter().sum::<f32>() / self.logprobs.len() as f32
+        }
+    }
+}
+
+/// The result of a generation call.
+#[derive(Debug, Clone)]
+pub struct GenerationOutput {
+    /// One entry per sequence of the batch.
+    pub sequences: Vec<Generated>,
+    /// Routing of prompt and generated tokens, when recording was asked for.
+    pub routing: Option<Routing>,
+    /// Routing drift over every forward call.
+    pub drift: RoutingDrift,
+}
+
+impl Model {
+    /// Generates a continuation for each prompt (left-padded into one batch), with `hooks`
+    /// applied to every forward call.
+    ///
+    /// ```no_run
+    /// use latentevo_model::{load, GenerationConfig, Hooks};
+    /// let loaded = load("models/tiny/llama", &Default::default())?;
+    /// let prompt = loaded.encode("Hello world")?;
+    /// let config = GenerationConfig { max_new_tokens: 8, ..Default::default() };
+    /// let out = loaded.model.generate(&[prompt], &config, &Hooks::default(), loaded.tokenizer.as_ref())?;
+    /// println!("{:?}", out.sequences[0].text);
+    /// # Ok::<(), latentevo_model::ModelError>(())
+    /// ```
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        config: &GenerationConfig,
+        hooks: &Hooks,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<GenerationOutput> {
+        if prompts.iter().any(Vec::is_empty) {
+            return Err(ModelError::InvalidRequest("a prompt is empty".into()));
+        }
+        let pad = config.stop_token_ids.first().copied().unwrap_or(0);
+        let mut cache = self.new_cache();
+        let first = self.forward(
+            &TokenBatch::left_padded(prompts, pad),
+            &mut cache,
+            hooks,
+            LogitsMode::Last,
+        )?;
+        self.decode_loop(first, cache, config, hooks, tokenizer)
+    }
+
+    /// Generates from a shared prompt prefix (see [`Model::prefill_prefix`]): the layers
+    /// below the prefix's layer are not recomputed for the population.
+    pub fn generate_from_prefix(
+        &self,
+        prefix: &Prefix,
+        config: &GenerationConfig,
+        hooks: &Hooks,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<GenerationOutput> {
+        let (first, cache) = self.forward_prefix(prefix, hooks, LogitsMode::Last)?;
+        self.decode_loop(first, cache, config, hooks, tokenizer)
+    }
+
+    fn decode_loop(
+        &self,
+        first: ForwardOutput,
+        mut cache: KvCache,
+        config: &GenerationConfig,
+        hooks: &Hooks,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<GenerationOutput> {
+        let rows = cache.batch_size();
+        if !config.stop_strings.is_empty() && tokenizer.is_none() {
+            return Err(ModelError::InvalidRequest("stop strings need a tokenizer".into()));
+        }
+        if let Some(p) = hooks.perturb {
+            if p.delta.rank() != 2 {
+                return Err(ModelError::InvalidRequest(
+                    "generation takes one perturbation vector per sequence ([batch, hidden])".into(),
+                ));
+            }
+        }
+        let mut choosers = Chooser::for_rows(&config.sampling, rows)?;
+        let mut sequences: Vec<Generated> = (0..rows)
+            .map(|_| Generated {
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+                text: None,
+                finish: FinishReason::Length,
+            })
+            .collect();
+        let mut finished = vec![false; rows];
+        let mut routing = first.routing;
+        let mut drift = first.drift;
+        let mut logits = first.logits.expect("LogitsMode::Last returns logits");
+        for step in 0..config.max_new_tokens {
+            let table = logits.to_vec2::<f32>()?;
+            let mut next = Vec::with_capacity(rows);
+            for row in 0..rows {
+                if finished[row] {
+                    next.push(*sequences[row].tokens.last().unwrap_or(&0));
+                    continue;
+                }
+                let (token, logprob) = choosers[row].choose(&table[row]);
+                let seq = &mut sequences[row];
+                seq.tokens.push(token);
+                seq.logprobs.push(logprob);
+                if config.stop_token_ids.contains(&token) {
+                    finished[row] = true;
+                    seq.finish = FinishReason::StopToken;
+                } else if !config.stop_strings.is_empty() {
+                    let text = decode(tokenizer, &seq.tokens)?;
+                    if config.stop_strings.iter().any(|s| text.contains(s.as_str())) {
+                        finished[row] = true;
+                        seq.finish = FinishReason::StopString;
+                    }
+                }
+                next.push(token);
+            }
+            if finished.iter().all(|&f| f) || step + 1 == config.max_new_tokens {
+                break;
+            }
+            let out = self.forward(&TokenBatch::column(&next), &mut cache, hooks, LogitsMode::Last)?;
+            if let (Some(all), Some(more)) = (routing.as_mut(), out.routing) {
+                all.extend(more);
+            }
+            drift.merge(&out.drift);
+            logits = out.logits.expect("LogitsMode::Last returns logits");
+        }
+        if let Some(tok) = tokenizer {
+            for seq in &mut sequences {
+                let mut text = decode(Some(tok), &seq.tokens)?;
+                if let Some(cut) = config
+                    .stop_strings
+                    .iter()
+                    .filter_map(|s| text.find(s.as_str()))
+                    .min()
+                {
+                    text.truncate(cut);
+                }
+                seq.text = Some(text);
+            }
+        }
+        Ok(GenerationOutput {
+            sequences,
+            routing,
+            drift,
+        })
+    }
+}
+
+fn decode(tokenizer: Option<&Tokenizer>, ids: &[u32]) -> Result<String> {
+    let tokenizer = tokenizer.ok_or(ModelError::NoTokenizer)?;
+    tokenizer
+        .decode(ids, true)
+        .map_err(|e| ModelError::InvalidRequest(format!("cannot decode generated tokens: {e}")))
+}
+
+/// Per-sequence token choice, with its own random stream when sampling.
+struct Chooser {
+    sampling: Sampling,
+    rng: Option<ChaCha8Rng>,
+}
+
+impl Chooser {
+    fn for_rows(sampling: &Sampling, rows: usize) -> Result<Vec<Chooser>> {
+        match sampling {
+            Sampling::Greedy => Ok((0..rows)
+                .map(|_| Chooser {
+                    sampling: sampling.clone(),
+                    rng: None,
+                })
+                .collect()),
+            Sampling::Random {
+                temperature,
+                top_p,
+                seeds,
+            } => {
+                if !(*temperature > 0.0 && temperature.is_finite()) {
+                    return Err(ModelError::InvalidRequest(format!(
+                        "temperature must be > 0, got {temperature}"
+                    )));
+                }
+                if !(*top_p > 0.0 && *top_p <= 1.0) {
+                    return Err(ModelError::InvalidRequest(format!(
+                        "top_p must be in (0, 1], got {top_p}"
+                    )));
+                }
+                if seeds.len() != 1 && seeds.len() != rows {
+                    return Err(ModelError::InvalidRequest(format!(
+                        "{} seeds given for {rows} sequences (give one, or one per sequence)",
+                        seeds.len()
+                    )));
+                }
+                Ok((0..rows)
+                    .map(|r| Chooser {
+                        sampling: sampling.clone(),
+                        rng: Some(ChaCha8Rng::seed_from_u64(
+                            seeds[if seeds.len() == 1 { 0 } else { r }],
+                        )),
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    fn choose(&mut self, logits: &[f32]) -> (u32, f32) {
+        let logprobs = log_softmax(logits, 1.0);
+        let token = match (&self.sampling, self.rng.as_mut()) {
+            (
+                Sampling::Random {
+                    temperature, top_p, ..
+                },
+                Some(rng),
+            ) => sample(logits, *temperature, *top_p, rng.random::<f64>()),
+            _ => argmax(logits),
+        };
+        (token, logprobs[token as usize])
+    }
+}
+
+fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn log_softmax(logits: &[f32], temperature: f64) -> Vec<f32> {
+    let scaled: Vec<f64> = logits.iter().map(|&x| x as f64 / temperature).collect();
+    let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let log_sum = scaled.iter().map(|x| (x - max).exp()).sum::<f64>().ln() + max;
+    scaled.iter().map(|x| (x - log_sum) as f32).collect()
+}
+
+/// Inverse-CDF sampling from the nucleus: `u` in [0, 1) picks the token.
+fn sample(logits: &[f32], temperature: f64, top_p: f64, u: f64) -> u32 {
+    let logprobs = log_softmax(logits, temperature);
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
+    let mut kept = Vec::new();
+    let mut mass = 0.0;
+    for &i in &order {
+        let p = (logprobs[i] as f64).exp();
+        kept.push((i, p));
+        mass += p;
+        if mass >= top_p {
+            break;
+        }
+    }
+    let target = u * mass;
+    let mut acc = 0.0;
+    for &(i, p) in &kept {
+        acc += p;
+        if target < acc {
+            return i as u32;
+        }
+    }
+    kept.last().map_or(0, |&(i, _)| i as u32)
+}
+
+/// Turns logits `[batch, vocab]` into per-row log-probabilities of the given tokens.
+///
+/// Used to score a continuation under a model (e.g. fluency under the unperturbed model).
+pub fn token_logprobs(logits: &Tensor, tokens: &[u32]) -> Result<Vec<f32>> {
+    let rows = logits.to_vec2::<f32>()?;
+    if rows.len() != tokens.len() {
+        return Err(ModelError::InvalidRequest(format!(
+            "{} logit rows for {} tokens",
+            rows.len(),
+            tokens.len()
+        )));
+    }
+    Ok(rows
+        .iter()
+        .zip(tokens)
+        .map(|(r, &t)| log_softmax(r, 1.0)[t as usize])
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nucleus_keeps_the_top_mass() {
+        // probabilities ~ [0.64, 0.24, 0.09, 0.03]
+        let logits = [3.0f32, 2.0, 1.0, 0.0];
+        // top_p 0.5 keeps only the first token, whatever u is.
+        for u in [0.0, 0.5, 0.999] {
+            assert_eq!(sample(&logits, 1.0, 0.5, u), 0);
+        }
+        // With the full distribution, a u near 1 reaches the last token.
+        assert_eq!(sample(&logits, 1.0, 1.0, 0.9999), 3);
+    }
+
+    #[test]
+    fn log_softmax_normalises() {
+        let lp = log_softmax(&[1.0, 2.0, 3.0], 1.0);
+        let total: f64 = lp.iter().map(|&x| (x as f64).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+}
