@@ -1,1 +1,40 @@
-fn main() {}
+//! `latentevo`: search the hidden states of a Mixture-of-Experts language model for
+//! diverse, high-reward ideas. This binary is a thin layer over the workspace crates.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// Search a Mixture-of-Experts language model's hidden states for diverse ideas.
+#[derive(Debug, Parser)]
+#[command(name = "latentevo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Describe a model: family, layers, experts, top-k, parameters, vocabulary.
+    Inspect(commands::inspect::InspectArgs),
+    /// Run one forward pass and print logits and expert routing.
+    Forward(commands::forward::ForwardArgs),
+    /// Turn a dense checkpoint into a Mixture-of-Experts checkpoint.
+    Upcycle(commands::upcycle::UpcycleArgs),
+    /// Measure forward throughput at several population sizes.
+    Bench(commands::bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Forward(args) => commands::forward::run(args),
+        Command::Upcycle(args) => commands::upcycle::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
