@@ -1,0 +1,427 @@
+//! The upcycling methods: dense llama MLPs into Mixtral-style MoE blocks.
+//!
+//! - [`Method::Copies`] (sparse upcycling): every expert is a copy of the dense MLP,
+//!   optionally with small Gaussian noise (relative to each matrix's standard
+//!   deviation), so experts differ only by that noise. The router's rows are spherical
+//!   k-means centroids of the layer's MLP inputs over a calibration text
+//!   ([`RouterInit::KMeans`]) or random ([`RouterInit::Random`]).
+//! - [`Method::Split`] (MoEfication): the MLP's intermediate neurons are split into
+//!   `experts` equal groups by balanced k-means of their activation patterns over the
+//!   calibration text; expert `e` is the slice of `gate`/`up` rows and `down` columns of
+//!   group `e`. The router is a ridge regression from the MLP input to each group's
+//!   output norm, so top-k picks the groups predicted to contribute most; its logits are
+//!   scaled small so the renormalised top-k weights are near `1/k`, and each expert's
+//!   `down` is scaled by `k`, so the selected groups add up as in the dense MLP.
+//!
+//! Both are deterministic given the seed.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use serde_json::{json, Value as Json};
+
+use crate::cluster::{balanced_kmeans, ridge, spherical_kmeans};
+use crate::dense::DenseCheckpoint;
+use crate::error::{CandleContext, Result, UpcycleError};
+
+/// How experts are made from the dense MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Sparse upcycling: experts are (noisy) copies of the dense MLP.
+    Copies,
+    /// MoEfication: experts are disjoint slices of the MLP's neurons.
+    Split,
+}
+
+impl Method {
+    /// The name used on the command line and in provenance files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Copies => "copies",
+            Method::Split => "split",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = UpcycleError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "copies" => Ok(Method::Copies),
+            "split" => Ok(Method::Split),
+            _ => Err(UpcycleError::Options(format!(
+                "unknown method `{s}` (expected copies or split)"
+            ))),
+        }
+    }
+}
+
+/// How the router of [`Method::Copies`] is initialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterInit {
+    /// Spherical k-means centroids of the MLP inputs over the calibration text.
+    KMeans,
+    /// Gaussian random rows.
+    Random,
+}
+
+impl RouterInit {
+    /// The name used on the command line and in provenance files.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterInit::KMeans => "kmeans",
+            RouterInit::Random => "random",
+        }
+    }
+}
+
+impl std::str::FromStr for RouterInit {
+    type Err = UpcycleError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "kmeans" => Ok(RouterInit::KMeans),
+            "random" => Ok(RouterInit::Random),
+            _ => Err(UpcycleError::Options(format!(
+                "unknown router `{s}` (expected kmeans or random)"
+            ))),
+        }
+    }
+}
+
+/// Options of [`upcycle`].
+#[derive(Debug, Clone)]
+pub struct UpcycleOptions {
+    /// How experts are made.
+    pub method: Method,
+    /// Experts per MoE layer.
+    pub experts: usize,
+    /// Experts chosen per token.
+    pub top_k: usize,
+    /// [`Method::Copies`]: noise standard deviation relative to each weight matrix's.
+    pub noise: f64,
+    /// [`Method::Copies`]: router initialisation.
+    pub router: RouterInit,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+impl Default for UpcycleOptions {
+    fn default() -> Self {
+        UpcycleOptions {
+            method: Method::Copies,
+            experts: 4,
+            top_k: 2,
+            noise: 0.0,
+            router: RouterInit::KMeans,
+            seed: 0,
+        }
+    }
+}
+
+impl UpcycleOptions {
+    /// Checks the options against a dense model's MLP width.
+    pub fn validate(&self, intermediate: usize) -> Result<()> {
+        if self.experts < 1 {
+            return Err(UpcycleError::Options("need at least one expert".into()));
+        }
+        if self.top_k < 1 || self.top_k > self.experts {
+            return Err(UpcycleError::Options(format!(
+                "top-k {} must be between 1 and the number of experts {}",
+                self.top_k, self.experts
+            )));
+        }
+        if !(self.noise.is_finite() && self.noise >= 0.0) {
+            return Err(UpcycleError::Options(format!(
+                "noise {} must be a finite non-negative number",
+                self.noise
+            )));
+        }
+        if self.method == Method::Split && intermediate % self.experts != 0 {
+            return Err(UpcycleError::Options(format!(
+                "split: {} experts do not divide the MLP width {intermediate}",
+                self.experts
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// MLP inputs of every layer over a calibration text.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    /// Per layer, `[tokens, hidden]`.
+    pub mlp_inputs: Vec<Tensor>,
+    /// Number of calibration tokens.
+    pub tokens: usize,
+}
+
+/// Runs the dense model over `ids` (in windows of at most `window` tokens) and records
+/// every layer's MLP inputs.
+pub fn calibrate(dense: &DenseCheckpoint, ids: &[u32], window: usize) -> Result<Calibration> {
+    if ids.is_empty() || window == 0 {
+        return Err(UpcycleError::Options("empty calibration text".into()));
+    }
+    let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); dense.dims.layers];
+    for chunk in ids.chunks(window) {
+        let f = dense.forward(chunk, true)?;
+        for (l, t) in f.mlp_inputs.into_iter().enumerate() {
+            per_layer[l].push(t);
+        }
+    }
+    let mlp_inputs = per_layer
+        .into_iter()
+        .map(|ts| Tensor::cat(&ts, 0))
+        .collect::<candle_core::Result<Vec<_>>>()
+        .ctx(|| "calibration".into())?;
+    Ok(Calibration {
+        mlp_inputs,
+        tokens: ids.len(),
+    })
+}
+
+/// An upcycled MoE checkpoint in memory (Mixtral layout and config).
+#[derive(Debug, Clone)]
+pub struct MoeCheckpoint {
+    /// The Mixtral `config.json`.
+    pub config: Json,
+    /// Tensors under Mixtral's HF names, f32 on the CPU.
+    pub tensors: HashMap<String, Tensor>,
+    /// The tokenizer carried over from the dense source.
+    pub tokenizer: Option<tokenizers::Tokenizer>,
+    /// The `tokenizer_config.json` carried over from the dense source.
+    pub tokenizer_config: Option<Json>,
+    /// The provenance record (source, sha256, method, options, seed).
+    pub provenance: Json,
+}
+
+/// Builds the Mixtral `config.json` for an upcycled dense model.
+pub fn mixtral_config(dense: &DenseCheckpoint, opts: &UpcycleOptions) -> Json {
+    let d = &dense.dims;
+    let expert_width = match opts.method {
+        Method::Copies => d.intermediate,
+        Method::Split => d.intermediate / opts.experts,
+    };
+    let mut cfg = json!({
+        "architectures": ["MixtralForCausalLM"],
+        "model_type": "mixtral",
+        "hidden_size": d.hidden,
+        "intermediate_size": expert_width,
+        "num_hidden_layers": d.layers,
+        "num_attention_heads": d.heads,
+        "num_key_value_heads": d.kv_heads,
+        "head_dim": d.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": dense.config["max_position_embeddings"].as_u64().unwrap_or(2048),
+        "rms_norm_eps": d.rms_norm_eps,
+        "rope_theta": d.rope_theta,
+        "sliding_window": null,
+        "attention_dropout": 0.0,
+        "num_local_experts": opts.experts,
+        "num_experts_per_tok": opts.top_k,
+        "output_router_logits": false,
+        "router_aux_loss_coef": 0.02,
+        "router_jitter_noise": 0.0,
+        "tie_word_embeddings": d.tied,
+        "vocab_size": d.vocab,
+        "torch_dtype": "float32",
+    });
+    for k in ["bos_token_id", "eos_token_id", "pad_token_id", "rope_scaling"] {
+        if !dense.config[k].is_null() {
+            cfg[k] = dense.config[k].clone();
+        }
+    }
+    cfg
+}
+
+/// Turns a dense checkpoint into a Mixtral-style MoE. `calibration` is required for
+/// [`Method::Split`] and for [`RouterInit::KMeans`].
+pub fn upcycle(
+    dense: &DenseCheckpoint,
+    opts: &UpcycleOptions,
+    calibration: Option<&Calibration>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<MoeCheckpoint> {
+    let d = &dense.dims;
+    opts.validate(d.intermediate)?;
+    let needs_data = opts.method == Method::Split || opts.router == RouterInit::KMeans;
+    let calib = match (needs_data, calibration) {
+        (true, None) => {
+            return Err(UpcycleError::Options(
+                "this method and router need a calibration text".into(),
+            ))
+        }
+        (_, c) => c,
+    };
+    if let Some(c) = calib {
+        if c.mlp_inputs.len() != d.layers {
+            return Err(UpcycleError::Options(format!(
+                "calibration has {} layers, the model {}",
+                c.mlp_inputs.len(),
+                d.layers
+            )));
+        }
+    }
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in &dense.tensors {
+        if !name.contains(".mlp.") {
+            tensors.insert(name.clone(), t.clone());
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    for l in 0..d.layers {
+        let w = |s: &str| dense.tensor(&format!("model.layers.{l}.mlp.{s}.weight"));
+        let (gate, up, down) = (w("gate_proj")?, w("up_proj")?, w("down_proj")?);
+        let p = format!("model.layers.{l}.block_sparse_moe");
+        let x = calib.map(|c| &c.mlp_inputs[l]);
+        let layer_seed = opts.seed.wrapping_mul(1_000_003).wrapping_add(l as u64);
+        match opts.method {
+            Method::Copies => {
+                for e in 0..opts.experts {
+                    for (name, base) in [("w1", gate), ("w3", up), ("w2", down)] {
+                        let t = add_noise(base, opts.noise, &mut rng)?;
+                        tensors.insert(format!("{p}.experts.{e}.{name}.weight"), t);
+                    }
+                }
+                let router = match (opts.router, x) {
+                    (RouterInit::KMeans, Some(x)) => {
+                        let c = spherical_kmeans(x, opts.experts, 25, layer_seed)?;
+                        scale_router(&c, x, 1.0)?
+                    }
+                    _ => {
+                        let r = gaussian(&[opts.experts, d.hidden], &mut rng)?;
+                        match x {
+                            Some(x) => scale_router(&r, x, 1.0)?,
+                            None => (r / (d.hidden as f64).sqrt()).ctx(|| "router".into())?,
+                        }
+                    }
+                };
+                tensors.insert(format!("{p}.gate.weight"), router);
+            }
+            Method::Split => {
+                let x = x.ok_or_else(|| UpcycleError::Options("split needs calibration".into()))?;
+                let (experts, router) = split_layer(x, gate, up, down, opts, layer_seed)
+                    .ctx(|| format!("split of layer {l}"))??;
+                for (e, (g, u, dn)) in experts.into_iter().enumerate() {
+                    tensors.insert(format!("{p}.experts.{e}.w1.weight"), g);
+                    tensors.insert(format!("{p}.experts.{e}.w3.weight"), u);
+                    tensors.insert(format!("{p}.experts.{e}.w2.weight"), dn);
+                }
+                tensors.insert(format!("{p}.gate.weight"), router);
+            }
+        }
+        progress(l + 1, d.layers);
+    }
+    let config = mixtral_config(dense, opts);
+    let provenance = json!({
+        "tool": "latentevo upcycle",
+        "latentevo_version": env!("CARGO_PKG_VERSION"),
+        "source": {
+            "path": dense.source.path.display().to_string(),
+            "format": dense.source.format,
+            "sha256": dense.source.sha256,
+        },
+        "method": opts.method.name(),
+        "experts": opts.experts,
+        "top_k": opts.top_k,
+        "noise": opts.noise,
+        "router": match opts.method { Method::Copies => opts.router.name(), Method::Split => "ridge-on-group-output-norms" },
+        "seed": opts.seed,
+        "calibration_tokens": calib.map(|c| c.tokens),
+    });
+    Ok(MoeCheckpoint {
+        config,
+        tensors,
+        tokenizer: dense.tokenizer.clone(),
+        tokenizer_config: dense.tokenizer_config.clone(),
+        provenance,
+    })
+}
+
+type ExpertWeights = (Tensor, Tensor, Tensor);
+
+fn split_layer(
+    x: &Tensor,
+    gate: &Tensor,
+    up: &Tensor,
+    down: &Tensor,
+    opts: &UpcycleOptions,
+    seed: u64,
+) -> candle_core::Result<Result<(Vec<ExpertWeights>, Tensor)>> {
+    let e = opts.experts;
+    let act = (candle_nn::ops::silu(&x.matmul(&gate.t()?)?)? * x.matmul(&up.t()?)?)?; // [n, I]
+                                                                                      // Neuron features: |activation| pattern over calibration tokens.
+    let feats = act.abs()?.t()?.contiguous()?; // [I, n]
+    let groups = match balanced_kmeans(&feats, e, 15, seed) {
+        Ok(g) => g,
+        Err(err) => return Ok(Err(err)),
+    };
+    let mut experts = Vec::with_capacity(e);
+    let mut norms = Vec::with_capacity(e);
+    let scale = opts.top_k as f64;
+    for g in 0..e {
+        let idx: Vec<u32> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, &a)| a == g)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let idx = Tensor::new(idx.as_slice(), &Device::Cpu)?;
+        let gw = gate.index_select(&idx, 0)?;
+        let uw = up.index_select(&idx, 0)?;
+        let dw = down.index_select(&idx, 1)?;
+        // The group's output norm per calibration token.
+        let out = act.index_select(&idx, 1)?.matmul(&dw.t()?)?;
+        norms.push(out.sqr()?.sum_keepdim(1)?.sqrt()?);
+        experts.push((gw, uw, (dw * scale)?));
+    }
+    let s = Tensor::cat(&norms, 1)?; // [n, e]
+    let w = match ridge(x, &s, 1e-3) {
+        Ok(w) => w,
+        Err(err) => return Ok(Err(err)),
+    };
+    // Small logits: near-uniform weights over the chosen k (each expert's down is
+    // scaled by k), same top-k order as the regression.
+    let logits = x.matmul(&w.t()?)?;
+    let std = logits.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()? as f64;
+    let router = (w * (0.01 / std.max(1e-12)))?;
+    Ok(Ok((experts, router)))
+}
+
+/// Scales router rows so the router logits over `x` have standard deviation `target`.
+fn scale_router(r: &Tensor, x: &Tensor, target: f64) -> Result<Tensor> {
+    let ctx = || "router scaling".to_string();
+    let logits = x.matmul(&r.t().ctx(ctx)?).ctx(ctx)?;
+    let std = logits
+        .flatten_all()
+        .and_then(|t| t.var(0))
+        .and_then(|t| t.sqrt())
+        .and_then(|t| t.to_scalar::<f32>())
+        .ctx(ctx)? as f64;
+    (r * (target / std.max(1e-12))).ctx(ctx)
+}
+
+fn gaussian(shape: &[usize], rng: &mut StdRng) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let normal = Normal::new(0f32, 1f32).map_err(|e| UpcycleError::Options(e.to_string()))?;
+    let v: Vec<f32> = (0..n).map(|_| normal.sample(rng)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).ctx(|| "gaussian".into())
+}
+
+fn add_noise(base: &Tensor, noise: f64, rng: &mut StdRng) -> Result<Tensor> {
+    if noise == 0.0 {
+        return Ok(base.clone());
+    }
+    let ctx = || "expert noise".to_string();
+    let std = base
+        .flatten_all()
+        .and_then(|t| t.to_dtype(DType::F32))
+        .and_then(|t| t.var(0))
+        .and_then(|t| t.sqrt())
+        .and_then(|t| t.to_scalar::<f32>())
+        .ctx(ctx)? as f64;
+    let z = gaussian(base.dims(), rng)?;
+    (base + (z * (noise * std)).ctx(ctx)?).ctx(ctx)
+}
