@@ -481,12 +481,8 @@ impl Model {
                     next += 1;
                 }
                 valid.push(is_valid);
-                for j in 0..past + t {
-                    let key_valid = if j < past {
-                        past_valid[j]
-                    } else {
-                        batch.valid[row][j - past]
-                    };
+                let keys_valid = past_valid.iter().chain(&batch.valid[row]);
+                for (j, &key_valid) in keys_valid.enumerate() {
                     let causal = j <= past + i;
                     // A padding query attends to itself only, so its softmax stays finite.
                     let allowed = (causal && key_valid && is_valid) || j == past + i;

@@ -1,0 +1,167 @@
+//! End-to-end tests of `latentevo inspect` and `latentevo forward`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_latentevo"))
+}
+
+fn fixture(family: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models/tiny")
+        .join(family)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn inspect_reports_experts_and_parameters() {
+    let out = bin()
+        .args(["inspect", &fixture("qwen2_moe"), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["family"], "Qwen2MoeForCausalLM");
+    assert_eq!(json["layers"], 3);
+    assert_eq!(json["moe_layers"], serde_json::json!([0, 2]));
+    assert_eq!(json["experts"], 6);
+    assert_eq!(json["top_k"], 2);
+    assert_eq!(json["tokenizer_vocab"], 512);
+    // transformers counts every tensor; the config-derived count leaves out only the
+    // q/k/v biases: 64 + 32 + 32 per layer, 3 layers.
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(fixture("qwen2_moe")).join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    let total = json["parameters_total"].as_u64().unwrap();
+    let biases = 3 * (64 + 32 + 32);
+    assert_eq!(total + biases, reference["num_parameters"].as_u64().unwrap());
+    assert!(json["parameters_active"].as_u64().unwrap() < total);
+}
+
+#[test]
+fn forward_json_matches_the_transformers_reference() {
+    let dir = fixture("olmoe");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(PathBuf::from(&dir).join("reference.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u64> = reference["input_ids"][2]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let ids_arg = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let out = bin()
+        .args(["forward", "--model", &dir, "--ids", &ids_arg, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tensors = candle_core::safetensors::load(
+        PathBuf::from(&dir).join("reference.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let expected = tensors["logits.2"].to_vec2::<f32>().unwrap();
+    let got: Vec<Vec<f64>> = serde_json::from_value(json["logits"].clone()).unwrap();
+    assert_eq!(got.len(), ids.len());
+    let worst = got
+        .iter()
+        .flatten()
+        .zip(expected.iter().flatten())
+        .map(|(a, b)| (*a as f32 - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "max |logit diff| {worst}");
+    let routing: Vec<Vec<Vec<i64>>> = serde_json::from_value(json["routing"].clone()).unwrap();
+    assert_eq!(routing, tensors["routing.2"].to_vec3::<i64>().unwrap());
+}
+
+#[test]
+fn forward_with_text_uses_the_tokenizer() {
+    let out = bin()
+        .args([
+            "forward",
+            "--model",
+            &fixture("llama"),
+            "--prompt",
+            "Hello world",
+            "--json",
+            "--last",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ids"], serde_json::json!([471, 344, 378]));
+    assert_eq!(json["logits"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_input_fails_with_a_named_problem() {
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "forward".into(),
+                "--model".into(),
+                fixture("llama"),
+                "--ids".into(),
+                "1,x".into(),
+            ],
+            "--ids",
+        ),
+        (
+            vec![
+                "forward".into(),
+                "--model".into(),
+                fixture("llama"),
+                "--ids".into(),
+                "99999".into(),
+            ],
+            "token id 99999",
+        ),
+        (
+            vec!["forward".into(), "--model".into(), fixture("llama")],
+            "--prompt TEXT or --ids",
+        ),
+        (
+            vec![
+                "forward".into(),
+                "--model".into(),
+                fixture("llama"),
+                "--ids".into(),
+                "1".into(),
+                "--dtype".into(),
+                "f8".into(),
+            ],
+            "--dtype",
+        ),
+        (
+            vec![
+                "forward".into(),
+                "--model".into(),
+                "/nonexistent/dir/x/y".into(),
+                "--ids".into(),
+                "1".into(),
+            ],
+            "no such directory",
+        ),
+        (
+            vec!["inspect".into(), fixture("does-not-exist")],
+            "does-not-exist",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = bin().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr should mention {needle:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} wrote partial output");
+    }
+}
