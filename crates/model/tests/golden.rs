@@ -105,3 +105,35 @@ fn olmoe_matches_transformers() {
 fn granitemoe_matches_transformers() {
     check_family("granitemoe");
 }
+
+/// Half precision (the GPU dtypes) runs through the same code; on CPU it is checked
+/// against the f32 reference with a tolerance fitting bf16's 8-bit mantissa.
+#[test]
+fn bf16_and_f16_stay_close_to_the_reference() {
+    use candle_core::DType;
+    use latentevo_model::{load, LoadOptions};
+    for family in ["mixtral", "qwen2_moe", "granitemoe"] {
+        let reference = Reference::load(family);
+        let ids = &reference.prompts()[1];
+        for (dtype, tolerance) in [(DType::BF16, 0.25f32), (DType::F16, 0.05)] {
+            let options = LoadOptions {
+                dtype: Some(dtype),
+                ..LoadOptions::default()
+            };
+            let loaded = load(fixture_dir(family).to_str().unwrap(), &options).unwrap();
+            let model = &loaded.model;
+            let out = model
+                .forward(
+                    &TokenBatch::left_padded(std::slice::from_ref(ids), 0),
+                    &mut model.new_cache(),
+                    &Hooks::default(),
+                    LogitsMode::All,
+                )
+                .unwrap();
+            let logits = out.logits.unwrap().i(0).unwrap();
+            let diff = max_abs_diff(&logits, reference.tensor("logits.1"));
+            eprintln!("{family} {dtype:?}: max |logit diff| vs transformers f32 = {diff:.3e}");
+            assert!(diff < tolerance, "{family} {dtype:?}: {diff}");
+        }
+    }
+}
