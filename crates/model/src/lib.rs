@@ -29,6 +29,8 @@
 //! assert_eq!(out.logits.unwrap().dims(), &[8, model.config().vocab_size]);
 //! # Ok::<(), latentevo_model::ModelError>(())
 //! ```
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod error;
 pub mod generate;
