@@ -32,7 +32,7 @@ impl Positions {
     }
 
     /// Positions `start..`: e.g. only generated tokens.
-    pub fn from(start: usize) -> Self {
+    pub fn starting_at(start: usize) -> Self {
         Positions::Range { start, end: None }
     }
 

@@ -227,7 +227,7 @@ fn perturbation_applies_only_at_chosen_positions() {
     let perturb = Perturbation {
         layer: 1,
         delta: delta(1, h, 1.0, 9),
-        positions: Positions::from(3),
+        positions: Positions::starting_at(3),
     };
     let hooks = Hooks {
         perturb: Some(&perturb),
