@@ -8,7 +8,7 @@
 //!     [--process-csv docs/evolve/process.csv] [--csv results.csv] [--threads 2]
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use latentevo_evolve::testfns::{Benchmark, HIMMELBLAU_OPTIMA};
@@ -123,7 +123,7 @@ struct RunResult {
 
 /// Entropy in bits of the positions binned by `round(10 x)` (ties to even, as torch).
 fn entropy(points: &[&Vec<f64>]) -> f64 {
-    let mut counts: HashMap<Vec<i64>, usize> = HashMap::new();
+    let mut counts: BTreeMap<Vec<i64>, usize> = BTreeMap::new();
     for p in points {
         let key = p.iter().map(|v| (v * 10.0).round_ties_even() as i64).collect();
         *counts.entry(key).or_default() += 1;
