@@ -32,7 +32,11 @@ impl ModelArgs {
     pub fn spec(&self) -> Result<String> {
         match &self.model {
             Some(m) => Ok(m.clone()),
-            None => bail!("no --model given (the built-in default model is not available in this build)"),
+            None => {
+                let dir = latentevo_upcycle::default_model::ensure_default_model(true)
+                    .context("preparing the default model (pass --model to use another one)")?;
+                Ok(dir.display().to_string())
+            }
         }
     }
 
