@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use latentevo_upcycle::pipeline::parse_dtype;
-use latentevo_upcycle::{run_upcycle, Method, RouterInit, UpcycleOptions, UpcycleRequest};
+use latentevo_upcycle::{run_upcycle, Method, NoiseMode, RouterInit, UpcycleOptions, UpcycleRequest};
 
 /// Arguments of `latentevo upcycle`.
 #[derive(Debug, clap::Args)]
@@ -27,9 +27,14 @@ pub struct UpcycleArgs {
     /// Experts per token.
     #[arg(long, default_value_t = 2)]
     pub top_k: usize,
-    /// Noise added to each expert copy, relative to each weight matrix's std (copies).
+    /// Noise added to each expert copy (copies; see --noise-mode).
     #[arg(long, default_value_t = 0.05)]
     pub noise: f64,
+    /// What --noise is relative to: `output` (each expert's output on the calibration
+    /// text deviates from the dense MLP's by that relative RMS) or `weights` (noise std
+    /// relative to each weight matrix's std).
+    #[arg(long, default_value = "output")]
+    pub noise_mode: String,
     /// Router initialisation for copies: `kmeans` (from the calibration text) or `random`.
     #[arg(long, default_value = "kmeans")]
     pub router: String,
@@ -70,6 +75,7 @@ pub fn run(args: UpcycleArgs) -> Result<()> {
     };
     let method: Method = args.method.parse()?;
     let router: RouterInit = args.router.parse()?;
+    let noise_mode: NoiseMode = args.noise_mode.parse()?;
     let req = UpcycleRequest {
         from: from.clone(),
         out,
@@ -78,6 +84,7 @@ pub fn run(args: UpcycleArgs) -> Result<()> {
             experts: args.experts,
             top_k: args.top_k,
             noise: args.noise,
+            noise_mode,
             router,
             seed: args.seed,
         },

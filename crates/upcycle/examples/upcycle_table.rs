@@ -7,7 +7,8 @@
 //!     SmolLM2-135M-Instruct.Q4_1.gguf tests/data/kjv-ruth.txt 1024 \
 //!     copies:4:2:0.02 copies:4:2:0.05 split:8:6 ...
 //! ```
-//! Each variant is `copies:E:K:NOISE[:random]` or `split:E:K`.
+//! Each variant is `copies:E:K:NOISE[:ROUTER[:SEED[:MODE]]]` (ROUTER kmeans or random,
+//! MODE output or weights) or `split:E:K`.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,7 +16,8 @@ use std::time::Instant;
 
 use latentevo_upcycle::measure::{build_model, measure, size_of};
 use latentevo_upcycle::{
-    calibrate, calibration_ids, load_dense, upcycle, Method, RouterInit, UpcycleOptions, CALIBRATION_TEXT,
+    calibrate, calibration_ids, load_dense, upcycle, Method, NoiseMode, RouterInit, UpcycleOptions,
+    CALIBRATION_TEXT,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,11 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dsize = size_of(&dense.tensors, dense.dims.tied, 1, 1);
     eprintln!("dense: {:.1}s", t0.elapsed().as_secs_f64());
     println!(
-        "| variant | experts | top-k | noise | router | params (M) | x dense | MACs/token (M) | x dense | ppl | x dense | KL rerouted (nats) | top-1 changed | ppl rerouted |"
+        "| variant | experts | top-k | noise | router | seed | params (M) | x dense | MACs/token (M) | x dense | ppl | x dense | KL rerouted (nats) | top-1 changed | ppl rerouted |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| dense | - | - | - | - | {:.1} | 1.00 | {:.1} | 1.00 | {:.3} | 1.000 | - | - | - |",
+        "| dense | - | - | - | - | - | {:.1} | 1.00 | {:.1} | 1.00 | {:.3} | 1.000 | - | - | - |",
         dsize.total as f64 / 1e6,
         dsize.macs_per_token as f64 / 1e6,
         base.ppl
@@ -62,6 +64,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let experts: usize = parts[1].parse()?;
         let top_k: usize = parts[2].parse()?;
         let noise: f64 = parts.get(3).map(|s| s.parse()).transpose()?.unwrap_or(0.0);
+        let seed: u64 = parts.get(5).map(|s| s.parse()).transpose()?.unwrap_or(0);
+        let noise_mode: NoiseMode = parts.get(6).copied().unwrap_or("output").parse()?;
         let router = if parts.get(4) == Some(&"random") {
             RouterInit::Random
         } else {
@@ -72,8 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             experts,
             top_k,
             noise,
+            noise_mode,
             router,
-            seed: 0,
+            seed,
         };
         let t0 = Instant::now();
         let moe = upcycle(&dense, &opts, Some(&calib), |_, _| {})?;
@@ -82,12 +87,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let size = size_of(&moe.tensors, dense.dims.tied, experts, top_k);
         let r = m.routing.clone();
         println!(
-            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1} | {:.2} | {:.3} | {:.3} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1} | {:.2} | {:.3} | {:.3} | {} | {} | {} |",
             method.name(),
             experts,
             top_k,
             if method == Method::Copies {
-                format!("{noise}")
+                format!("{noise} ({})", noise_mode.name())
             } else {
                 "-".into()
             },
@@ -96,13 +101,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 "ridge"
             },
+            seed,
             size.total as f64 / 1e6,
             size.total as f64 / dsize.total as f64,
             size.macs_per_token as f64 / 1e6,
             size.macs_per_token as f64 / dsize.macs_per_token as f64,
             m.ppl,
             m.ppl / base.ppl,
-            r.as_ref().map_or("-".into(), |r| format!("{:.4}", r.kl)),
+            r.as_ref().map_or("-".into(), |r| format!("{:.4}", r.kl.max(0.0))),
             r.as_ref()
                 .map_or("-".into(), |r| format!("{:.1}%", 100.0 * r.top1_changed)),
             r.as_ref()

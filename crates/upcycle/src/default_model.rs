@@ -26,7 +26,7 @@ use serde_json::{json, Value as Json};
 use crate::checkpoint::{sibling, write_atomically, write_files, write_json};
 use crate::error::{io_err, Result, UpcycleError};
 use crate::hash::sha256_file;
-use crate::methods::{calibrate, upcycle, Method, RouterInit, UpcycleOptions};
+use crate::methods::{calibrate, upcycle, Method, NoiseMode, RouterInit, UpcycleOptions};
 
 /// The manifest file of a materialised model.
 pub const MANIFEST_FILE: &str = "latentevo-manifest.json";
@@ -73,6 +73,7 @@ impl Default for DefaultModelSpec {
                 experts: 4,
                 top_k: 2,
                 noise: 0.05,
+                noise_mode: NoiseMode::Output,
                 router: RouterInit::KMeans,
                 seed: 0,
             },
@@ -96,6 +97,7 @@ impl DefaultModelSpec {
             "experts": self.options.experts,
             "top_k": self.options.top_k,
             "noise": self.options.noise,
+            "noise_mode": self.options.noise_mode.name(),
             "router": self.options.router.name(),
             "seed": self.options.seed,
             "calibration_tokens": self.calibration_tokens,

@@ -35,7 +35,9 @@ pub mod pipeline;
 pub use checkpoint::{write_checkpoint, WriteOptions, PROVENANCE_FILE};
 pub use dense::{load_dense, DenseCheckpoint, DenseDims, SourceInfo};
 pub use error::{Result, UpcycleError};
-pub use methods::{calibrate, upcycle, Calibration, Method, MoeCheckpoint, RouterInit, UpcycleOptions};
+pub use methods::{
+    calibrate, upcycle, Calibration, Method, MoeCheckpoint, NoiseMode, RouterInit, UpcycleOptions,
+};
 pub use pipeline::{run_upcycle, UpcycleRequest, UpcycleSummary};
 
 /// The built-in router calibration text: the Book of Jonah, King James Version (public

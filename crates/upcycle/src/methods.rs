@@ -1,8 +1,12 @@
 //! The upcycling methods: dense llama MLPs into Mixtral-style MoE blocks.
 //!
 //! - [`Method::Copies`] (sparse upcycling): every expert is a copy of the dense MLP,
-//!   optionally with small Gaussian noise (relative to each matrix's standard
-//!   deviation), so experts differ only by that noise. The router's rows are spherical
+//!   optionally with small Gaussian noise, so experts differ only by that noise. The
+//!   noise level is either relative to each weight matrix's standard deviation
+//!   ([`NoiseMode::Weights`]) or, by default, calibrated so that every expert's output
+//!   on the calibration text deviates from the dense MLP's by the same relative RMS
+//!   ([`NoiseMode::Output`]: a draw that happens to hit sensitive directions is scaled
+//!   down, so no single expert is much worse than the others). The router's rows are spherical
 //!   k-means centroids of the layer's MLP inputs over a calibration text
 //!   ([`RouterInit::KMeans`]) or random ([`RouterInit::Random`]).
 //! - [`Method::Split`] (MoEfication): the MLP's intermediate neurons are split into
@@ -17,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -91,6 +95,39 @@ impl std::str::FromStr for RouterInit {
     }
 }
 
+/// What the noise level of [`Method::Copies`] is relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseMode {
+    /// Noise std = level x the std of each weight matrix.
+    Weights,
+    /// Each expert's noise is scaled so its output on the calibration text deviates
+    /// from the dense MLP's output by `level` in relative RMS.
+    Output,
+}
+
+impl NoiseMode {
+    /// The name used on the command line and in provenance files.
+    pub fn name(self) -> &'static str {
+        match self {
+            NoiseMode::Weights => "weights",
+            NoiseMode::Output => "output",
+        }
+    }
+}
+
+impl std::str::FromStr for NoiseMode {
+    type Err = UpcycleError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "weights" => Ok(NoiseMode::Weights),
+            "output" => Ok(NoiseMode::Output),
+            _ => Err(UpcycleError::Options(format!(
+                "unknown noise mode `{s}` (expected output or weights)"
+            ))),
+        }
+    }
+}
+
 /// Options of [`upcycle`].
 #[derive(Debug, Clone)]
 pub struct UpcycleOptions {
@@ -100,8 +137,10 @@ pub struct UpcycleOptions {
     pub experts: usize,
     /// Experts chosen per token.
     pub top_k: usize,
-    /// [`Method::Copies`]: noise standard deviation relative to each weight matrix's.
+    /// [`Method::Copies`]: noise level (see [`NoiseMode`]).
     pub noise: f64,
+    /// [`Method::Copies`]: what the noise level is relative to.
+    pub noise_mode: NoiseMode,
     /// [`Method::Copies`]: router initialisation.
     pub router: RouterInit,
     /// Seed of every random choice.
@@ -115,6 +154,7 @@ impl Default for UpcycleOptions {
             experts: 4,
             top_k: 2,
             noise: 0.0,
+            noise_mode: NoiseMode::Output,
             router: RouterInit::KMeans,
             seed: 0,
         }
@@ -122,6 +162,13 @@ impl Default for UpcycleOptions {
 }
 
 impl UpcycleOptions {
+    /// Whether these options need a calibration text.
+    pub fn needs_calibration(&self) -> bool {
+        self.method == Method::Split
+            || self.router == RouterInit::KMeans
+            || (self.noise > 0.0 && self.noise_mode == NoiseMode::Output)
+    }
+
     /// Checks the options against a dense model's MLP width.
     pub fn validate(&self, intermediate: usize) -> Result<()> {
         if self.experts < 1 {
@@ -246,7 +293,7 @@ pub fn upcycle(
 ) -> Result<MoeCheckpoint> {
     let d = &dense.dims;
     opts.validate(d.intermediate)?;
-    let needs_data = opts.method == Method::Split || opts.router == RouterInit::KMeans;
+    let needs_data = opts.needs_calibration();
     let calib = match (needs_data, calibration) {
         (true, None) => {
             return Err(UpcycleError::Options(
@@ -279,11 +326,20 @@ pub fn upcycle(
         let layer_seed = opts.seed.wrapping_mul(1_000_003).wrapping_add(l as u64);
         match opts.method {
             Method::Copies => {
-                for e in 0..opts.experts {
-                    for (name, base) in [("w1", gate), ("w3", up), ("w2", down)] {
-                        let t = add_noise(base, opts.noise, &mut rng)?;
-                        tensors.insert(format!("{p}.experts.{e}.{name}.weight"), t);
+                let probe = match (opts.noise_mode, x) {
+                    (NoiseMode::Output, Some(x)) if opts.noise > 0.0 => {
+                        let n = x.dim(0).ctx(|| "calibration".into())?.min(OUTPUT_PROBE_TOKENS);
+                        let xs = x.narrow(0, 0, n).ctx(|| "calibration".into())?;
+                        let y = mlp(&xs, gate, up, down).ctx(|| format!("layer {l} MLP"))?;
+                        Some((xs, y))
                     }
+                    _ => None,
+                };
+                for e in 0..opts.experts {
+                    let [w1, w3, w2] = noisy_copy(gate, up, down, opts.noise, probe.as_ref(), &mut rng)?;
+                    tensors.insert(format!("{p}.experts.{e}.w1.weight"), w1);
+                    tensors.insert(format!("{p}.experts.{e}.w3.weight"), w3);
+                    tensors.insert(format!("{p}.experts.{e}.w2.weight"), w2);
                 }
                 let router = match (opts.router, x) {
                     (RouterInit::KMeans, Some(x)) => {
@@ -327,6 +383,7 @@ pub fn upcycle(
         "experts": opts.experts,
         "top_k": opts.top_k,
         "noise": opts.noise,
+        "noise_mode": opts.noise_mode.name(),
         "router": match opts.method { Method::Copies => opts.router.name(), Method::Split => "ridge-on-group-output-norms" },
         "seed": opts.seed,
         "calibration_tokens": calib.map(|c| c.tokens),
@@ -410,18 +467,63 @@ fn gaussian(shape: &[usize], rng: &mut StdRng) -> Result<Tensor> {
     Tensor::from_vec(v, shape, &Device::Cpu).ctx(|| "gaussian".into())
 }
 
-fn add_noise(base: &Tensor, noise: f64, rng: &mut StdRng) -> Result<Tensor> {
-    if noise == 0.0 {
-        return Ok(base.clone());
+/// Calibration tokens used to calibrate [`NoiseMode::Output`].
+const OUTPUT_PROBE_TOKENS: usize = 384;
+
+fn mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) -> candle_core::Result<Tensor> {
+    let a = (candle_nn::ops::silu(&x.matmul(&gate.t()?)?)? * x.matmul(&up.t()?)?)?;
+    a.matmul(&down.t()?)
+}
+
+fn rms(t: &Tensor) -> candle_core::Result<f64> {
+    Ok(t.sqr()?.mean_all()?.to_scalar::<f32>()?.sqrt() as f64)
+}
+
+/// One noisy copy `[w1, w3, w2]` of the MLP. Without `probe` the noise std is `level`
+/// times each matrix's std; with `probe = (inputs, dense outputs)` the same draw is
+/// rescaled so the copy's output deviates from the dense output by `level` in relative
+/// RMS (two secant steps; the deviation is nearly linear in the scale).
+fn noisy_copy(
+    gate: &Tensor,
+    up: &Tensor,
+    down: &Tensor,
+    level: f64,
+    probe: Option<&(Tensor, Tensor)>,
+    rng: &mut StdRng,
+) -> Result<[Tensor; 3]> {
+    if level == 0.0 {
+        return Ok([gate.clone(), up.clone(), down.clone()]);
     }
     let ctx = || "expert noise".to_string();
-    let std = base
-        .flatten_all()
-        .and_then(|t| t.to_dtype(DType::F32))
-        .and_then(|t| t.var(0))
-        .and_then(|t| t.sqrt())
-        .and_then(|t| t.to_scalar::<f32>())
-        .ctx(ctx)? as f64;
-    let z = gaussian(base.dims(), rng)?;
-    (base + (z * (noise * std)).ctx(ctx)?).ctx(ctx)
+    let mut dirs = Vec::with_capacity(3);
+    for base in [gate, up, down] {
+        let std = base
+            .flatten_all()
+            .and_then(|t| t.var(0))
+            .and_then(|t| t.sqrt())
+            .and_then(|t| t.to_scalar::<f32>())
+            .ctx(ctx)? as f64;
+        dirs.push((gaussian(base.dims(), rng)? * std).ctx(ctx)?);
+    }
+    let at = |s: f64| -> candle_core::Result<[Tensor; 3]> {
+        Ok([
+            (gate + (&dirs[0] * s)?)?,
+            (up + (&dirs[1] * s)?)?,
+            (down + (&dirs[2] * s)?)?,
+        ])
+    };
+    let Some((xs, y)) = probe else {
+        return at(level).ctx(ctx);
+    };
+    let y_rms = rms(y).ctx(ctx)?.max(1e-12);
+    let mut scale = level;
+    for _ in 0..2 {
+        let [g, u, d] = at(scale).ctx(ctx)?;
+        let dev = rms(&(mlp(xs, &g, &u, &d).ctx(ctx)? - y).ctx(ctx)?).ctx(ctx)? / y_rms;
+        if dev <= 1e-12 {
+            break;
+        }
+        scale *= level / dev;
+    }
+    at(scale).ctx(ctx)
 }

@@ -10,7 +10,7 @@ use crate::checkpoint::{write_checkpoint, WriteOptions};
 use crate::dense::load_dense;
 use crate::error::{io_err, Result, UpcycleError};
 use crate::measure::size_of;
-use crate::methods::{calibrate, upcycle, Method, RouterInit, UpcycleOptions};
+use crate::methods::{calibrate, upcycle, UpcycleOptions};
 
 /// What to upcycle and how.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub fn run_upcycle(req: &UpcycleRequest, progress: bool) -> Result<UpcycleSummar
     say(&format!("loading {}", req.from.display()));
     let dense = load_dense(&req.from)?;
     req.options.validate(dense.dims.intermediate)?;
-    let needs_data = req.options.method == Method::Split || req.options.router == RouterInit::KMeans;
+    let needs_data = req.options.needs_calibration();
     let calib = if needs_data {
         let text = match &req.calibration {
             Some(p) => std::fs::read_to_string(p).map_err(io_err(p))?,

@@ -6,8 +6,8 @@ use candle_core::{DType, Tensor};
 use latentevo_model::{Hooks, LogitsMode, TokenBatch};
 use latentevo_upcycle::measure::{build_model, measure, size_of};
 use latentevo_upcycle::{
-    calibrate, calibration_ids, load_dense, upcycle, write_checkpoint, DenseCheckpoint, Method, RouterInit,
-    UpcycleError, UpcycleOptions, WriteOptions, CALIBRATION_TEXT, PROVENANCE_FILE,
+    calibrate, calibration_ids, load_dense, upcycle, write_checkpoint, DenseCheckpoint, Method, NoiseMode,
+    RouterInit, UpcycleError, UpcycleOptions, WriteOptions, CALIBRATION_TEXT, PROVENANCE_FILE,
 };
 use serde_json::Value as Json;
 
@@ -117,6 +117,7 @@ fn noise_free_copies_equal_dense() {
             noise: 0.0,
             router,
             seed: 3,
+            ..UpcycleOptions::default()
         };
         let moe = upcycle(&dense, &opts, Some(&calib), |_, _| {}).unwrap();
         assert_eq!(moe.config["architectures"][0], "MixtralForCausalLM");
@@ -169,6 +170,77 @@ fn split_with_all_groups_active_is_close_to_dense() {
     let m2 = build_model(&moe2.config, &moe2.tensors, Path::new("mem")).unwrap();
     let got2 = model_logits(&m2, &ids);
     assert!(max_abs_diff(&got2, &want) > d);
+}
+
+fn mlp(x: &Tensor, g: &Tensor, u: &Tensor, d: &Tensor) -> Tensor {
+    let a = (candle_nn::ops::silu(&x.matmul(&g.t().unwrap()).unwrap()).unwrap()
+        * x.matmul(&u.t().unwrap()).unwrap())
+    .unwrap();
+    a.matmul(&d.t().unwrap()).unwrap()
+}
+
+fn rms(t: &Tensor) -> f32 {
+    t.sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt()
+}
+
+/// Output-calibrated noise: every expert's output on the calibration inputs deviates
+/// from the dense MLP's by the requested relative RMS (within 5% of it); weight-relative
+/// noise does not control that.
+#[test]
+fn output_noise_sets_each_experts_deviation() {
+    let dense = dense_q();
+    let calib = tiny_calibration(&dense);
+    for level in [0.05, 0.2] {
+        let opts = UpcycleOptions {
+            noise: level,
+            noise_mode: NoiseMode::Output,
+            seed: 4,
+            ..UpcycleOptions::default()
+        };
+        let moe = upcycle(&dense, &opts, Some(&calib), |_, _| {}).unwrap();
+        for l in 0..2 {
+            let x = calib.mlp_inputs[l].narrow(0, 0, 384).unwrap();
+            let w = |s: &str| dense.tensors[&format!("model.layers.{l}.mlp.{s}.weight")].clone();
+            let y = mlp(&x, &w("gate_proj"), &w("up_proj"), &w("down_proj"));
+            for e in 0..4 {
+                let t = |s: &str| {
+                    moe.tensors[&format!("model.layers.{l}.block_sparse_moe.experts.{e}.{s}.weight")].clone()
+                };
+                let dev = rms(&(mlp(&x, &t("w1"), &t("w3"), &t("w2")) - &y).unwrap()) / rms(&y);
+                assert!(
+                    (dev as f64 - level).abs() < 0.05 * level,
+                    "layer {l} expert {e}: deviation {dev} for level {level}"
+                );
+            }
+        }
+    }
+    let weights = UpcycleOptions {
+        noise: 0.05,
+        noise_mode: NoiseMode::Weights,
+        router: RouterInit::Random,
+        ..UpcycleOptions::default()
+    };
+    assert!(!weights.needs_calibration());
+    let moe = upcycle(&dense, &weights, None, |_, _| {}).unwrap();
+    let a = &moe.tensors["model.layers.0.block_sparse_moe.experts.0.w1.weight"];
+    let base = &dense.tensors["model.layers.0.mlp.gate_proj.weight"];
+    let rel = rms(&(a - base).unwrap())
+        / base
+            .flatten_all()
+            .unwrap()
+            .var(0)
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+    assert!((rel - 0.05).abs() < 0.005, "weight-relative noise {rel}");
 }
 
 #[test]
