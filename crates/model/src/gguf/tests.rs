@@ -390,7 +390,7 @@ fn model_core_logits_match_transformers() {
                 .iter()
                 .map(|v| v.as_u64().unwrap() as u32)
                 .collect();
-            let batch = TokenBatch::left_padded(&[ids.clone()], 0);
+            let batch = TokenBatch::left_padded(std::slice::from_ref(&ids), 0);
             let mut cache = model.new_cache();
             let out = model
                 .forward(&batch, &mut cache, &Hooks::default(), LogitsMode::All)
