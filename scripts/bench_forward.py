@@ -7,6 +7,7 @@ the ratio latentevo / transformers (> 1 means latentevo is faster).
 
     cargo build --release
     ./.venv/bin/python scripts/bench_forward.py --model models/tiny/mixtral
+    ./.venv/bin/python scripts/bench_forward.py --model path/to/SmolLM2-135M-Instruct.Q4_1.gguf
 
 Prefill: one forward pass over [population, prompt_tokens]; decode: `new_tokens` steps of
 one token per sequence with the KV cache. Best of `--repeats` timed runs after a warm-up.
@@ -24,7 +25,11 @@ def transformers_bench(model_dir, populations, prompt_tokens, new_tokens, repeat
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if model_dir.endswith(".gguf"):  # transformers dequantizes GGUF itself
+        model = AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(model_dir) or ".", gguf_file=os.path.basename(model_dir), dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
     vocab = model.config.vocab_size
     prompt = [(i * 2654435761 + 12345) % vocab for i in range(prompt_tokens)]
