@@ -28,12 +28,12 @@ pub struct UpcycleArgs {
     #[arg(long, default_value_t = 2)]
     pub top_k: usize,
     /// Noise added to each expert copy (copies; see --noise-mode).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.03)]
     pub noise: f64,
-    /// What --noise is relative to: `output` (each expert's output on the calibration
-    /// text deviates from the dense MLP's by that relative RMS) or `weights` (noise std
-    /// relative to each weight matrix's std).
-    #[arg(long, default_value = "output")]
+    /// What --noise is relative to: `weights` (noise std relative to each weight
+    /// matrix's std) or `output` (each expert's output on the calibration text deviates
+    /// from the dense MLP's by that relative RMS).
+    #[arg(long, default_value = "weights")]
     pub noise_mode: String,
     /// Router initialisation for copies: `kmeans` (from the calibration text) or `random`.
     #[arg(long, default_value = "kmeans")]

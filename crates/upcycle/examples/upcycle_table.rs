@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let top_k: usize = parts[2].parse()?;
         let noise: f64 = parts.get(3).map(|s| s.parse()).transpose()?.unwrap_or(0.0);
         let seed: u64 = parts.get(5).map(|s| s.parse()).transpose()?.unwrap_or(0);
-        let noise_mode: NoiseMode = parts.get(6).copied().unwrap_or("output").parse()?;
+        let noise_mode: NoiseMode = parts.get(6).copied().unwrap_or("weights").parse()?;
         let router = if parts.get(4) == Some(&"random") {
             RouterInit::Random
         } else {

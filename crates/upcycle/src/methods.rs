@@ -3,7 +3,7 @@
 //! - [`Method::Copies`] (sparse upcycling): every expert is a copy of the dense MLP,
 //!   optionally with small Gaussian noise, so experts differ only by that noise. The
 //!   noise level is either relative to each weight matrix's standard deviation
-//!   ([`NoiseMode::Weights`]) or, by default, calibrated so that every expert's output
+//!   ([`NoiseMode::Weights`], the default) or calibrated so that every expert's output
 //!   on the calibration text deviates from the dense MLP's by the same relative RMS
 //!   ([`NoiseMode::Output`]: a draw that happens to hit sensitive directions is scaled
 //!   down, so no single expert is much worse than the others). The router's rows are spherical
@@ -154,7 +154,7 @@ impl Default for UpcycleOptions {
             experts: 4,
             top_k: 2,
             noise: 0.0,
-            noise_mode: NoiseMode::Output,
+            noise_mode: NoiseMode::Weights,
             router: RouterInit::KMeans,
             seed: 0,
         }
