@@ -22,6 +22,8 @@
 //! # Ok::<(), latentevo_upcycle::UpcycleError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod cluster;
 pub mod default_model;
