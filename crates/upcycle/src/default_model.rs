@@ -179,6 +179,17 @@ pub enum CacheProblem {
     Damaged(String),
 }
 
+impl std::fmt::Display for CacheProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheProblem::Missing => write!(f, "nothing cached"),
+            CacheProblem::NoManifest => write!(f, "its manifest is missing or damaged"),
+            CacheProblem::OtherRecipe => write!(f, "it was built with another recipe"),
+            CacheProblem::Damaged(what) => write!(f, "damaged: {what}"),
+        }
+    }
+}
+
 /// Checks a cached directory against its manifest (every file's size and sha256) and
 /// the recipe.
 pub fn verify_cache(dir: &Path, spec: &DefaultModelSpec) -> std::result::Result<(), CacheProblem> {
@@ -200,10 +211,10 @@ pub fn verify_cache(dir: &Path, spec: &DefaultModelSpec) -> std::result::Result<
         let path = dir.join(name);
         let size = std::fs::metadata(&path).map(|m| m.len()).ok();
         if size != entry["size"].as_u64() {
-            return Err(CacheProblem::Damaged(format!(
-                "{name}: size {size:?}, manifest says {}",
-                entry["size"]
-            )));
+            return Err(CacheProblem::Damaged(match size {
+                Some(n) => format!("{name} has {n} bytes, the manifest says {}", entry["size"]),
+                None => format!("{name} is missing"),
+            }));
         }
     }
     for (name, entry) in files {
@@ -241,7 +252,7 @@ pub fn ensure_model_in(
             dir.display()
         )),
         Err(problem) => say(format!(
-            "latentevo: the cached default model in {} is not usable ({problem:?}); rebuilding it",
+            "latentevo: the cached default model in {} is not usable ({problem}); rebuilding it",
             dir.display()
         )),
     }
