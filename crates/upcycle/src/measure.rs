@@ -189,7 +189,7 @@ pub fn size_of(tensors: &HashMap<String, Tensor>, tied: bool, experts: usize, to
         }
         if name.contains(".experts.") {
             // Each token uses top_k of the experts.
-            macs += n * top_k as u64 / experts as u64;
+            macs += n * top_k as u64 / experts.max(1) as u64;
         } else {
             macs += n;
         }
