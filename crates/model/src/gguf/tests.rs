@@ -408,3 +408,24 @@ fn model_core_logits_match_transformers() {
         }
     }
 }
+
+/// The split regexes used for other `tokenizer.ggml.pre` values compile (fancy-regex)
+/// and the tokenizer round-trips text.
+#[test]
+fn other_pre_tokenizers_build_and_round_trip() {
+    for pre in ["llama-bpe", "qwen2", "gpt-4o", "unknown-pre"] {
+        let p = rewrite(&format!("pre-{pre}.gguf"), |m, _| {
+            set(m, "tokenizer.ggml.pre", Value::String(pre.into()))
+        });
+        let tok = load_gguf_tokenizer(&p).unwrap();
+        for s in [
+            "Hello 12345 world",
+            "  tabs\tand\nnewlines  ",
+            "I'm DON'T caf\u{e9} \u{4f60}\u{597d}",
+        ] {
+            let ids = tok.encode(s, false).unwrap().get_ids().to_vec();
+            assert!(!ids.is_empty());
+            assert_eq!(tok.decode(&ids, false).unwrap(), s, "{pre}: {s:?}");
+        }
+    }
+}
