@@ -60,6 +60,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(dense_model);
     for v in &args[3..] {
         let parts: Vec<&str> = v.split(':').collect();
+        if parts.len() < 3 {
+            return Err(format!("variant `{v}`: expected METHOD:E:K[...]").into());
+        }
         let method: Method = parts[0].parse()?;
         let experts: usize = parts[1].parse()?;
         let top_k: usize = parts[2].parse()?;
