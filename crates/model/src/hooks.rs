@@ -250,4 +250,7 @@ pub struct Hooks<'a> {
     pub record_routing: bool,
     /// Routing to force, if any.
     pub lock: Option<&'a RoutingLock>,
+    /// Keep every layer's feed-forward input (the residual stream after
+    /// `post_attention_layernorm`), e.g. to fit routers or probes on it.
+    pub capture_ffn_inputs: bool,
 }

@@ -227,6 +227,8 @@ impl Mlp {
 pub(crate) struct MoeReport {
     /// Per row, the routes of real tokens (when recording).
     pub routes: Option<Vec<Vec<TokenRoute>>>,
+    /// The feed-forward input `[b, t, hidden]` (when capturing).
+    pub ffn_input: Option<Tensor>,
 }
 
 /// A sparse Mixture-of-Experts block: router, routed experts, optional shared expert.
@@ -416,7 +418,13 @@ impl MoeBlock {
             let g = candle_nn::ops::sigmoid(&xs.matmul(&gate.t()?)?)?;
             out = (out + mlp.forward(&xs)?.broadcast_mul(&g)?)?;
         }
-        Ok((out.reshape((b, t, h))?, MoeReport { routes }))
+        Ok((
+            out.reshape((b, t, h))?,
+            MoeReport {
+                routes,
+                ffn_input: None,
+            },
+        ))
     }
 }
 
@@ -486,10 +494,13 @@ impl DecoderLayer {
             .forward(&self.input_norm.forward(x)?, cos, sin, mask, cache)?;
         let x = (x + scaled(attn, self.residual_multiplier)?)?;
         let normed = self.post_attention_norm.forward(&x)?;
-        let (ff, report) = match &self.feed_forward {
+        let (ff, mut report) = match &self.feed_forward {
             FeedForward::Dense(mlp) => (mlp.forward(&normed)?, MoeReport::default()),
             FeedForward::Moe(moe) => moe.forward(&normed, layout, hooks, drift)?,
         };
+        if hooks.capture_ffn_inputs {
+            report.ffn_input = Some(normed);
+        }
         Ok(((x + scaled(ff, self.residual_multiplier)?)?, report))
     }
 }

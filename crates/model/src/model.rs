@@ -95,6 +95,9 @@ pub struct ForwardOutput {
     pub routing: Option<Routing>,
     /// Routing drift of locked tokens (zero counts when nothing was locked).
     pub drift: RoutingDrift,
+    /// Per layer run, its feed-forward input `[batch, seq, hidden]`, when
+    /// [`Hooks::capture_ffn_inputs`] asked for them (empty otherwise).
+    pub ffn_inputs: Vec<Tensor>,
 }
 
 /// Keys and values of past tokens, per layer, with the padding layout of each row.
@@ -345,6 +348,7 @@ impl Model {
         let mut hidden = self.embed(batch)?;
         let mut drift = RoutingDrift::with_rows(batch.batch_size());
         let mut routing = hooks.record_routing.then(Routing::default);
+        let mut ffn_inputs = Vec::new();
         hidden = self.run_layers(
             hidden,
             0..self.layers.len(),
@@ -353,12 +357,14 @@ impl Model {
             hooks,
             &mut drift,
             &mut routing,
+            &mut ffn_inputs,
         )?;
         commit(cache, &step.layout);
         Ok(ForwardOutput {
             logits: self.head(&hidden, logits)?,
             routing,
             drift,
+            ffn_inputs,
         })
     }
 
@@ -378,6 +384,7 @@ impl Model {
         let mut drift = RoutingDrift::with_rows(batch.batch_size());
         let mut routing = record_routing.then(Routing::default);
         let hidden = self.embed(batch)?;
+        let mut ffn_inputs = Vec::new();
         let hidden = self.run_layers(
             hidden,
             0..layer,
@@ -386,6 +393,7 @@ impl Model {
             &hooks,
             &mut drift,
             &mut routing,
+            &mut ffn_inputs,
         )?;
         Ok(Prefix {
             layer,
@@ -422,6 +430,7 @@ impl Model {
             Some(r) => broadcast_routing(r, rows),
             None => Routing::default(),
         });
+        let mut ffn_inputs = Vec::new();
         let hidden = self.run_layers(
             prefix.hidden.clone(),
             prefix.layer..self.layers.len(),
@@ -430,6 +439,7 @@ impl Model {
             hooks,
             &mut drift,
             &mut routing,
+            &mut ffn_inputs,
         )?;
         commit(&mut cache, &prefix.step.layout);
         Ok((
@@ -437,6 +447,7 @@ impl Model {
                 logits: self.head(&hidden, logits)?,
                 routing,
                 drift,
+                ffn_inputs,
             },
             cache,
         ))
@@ -536,6 +547,7 @@ impl Model {
         hooks: &Hooks,
         drift: &mut RoutingDrift,
         routing: &mut Option<Routing>,
+        captured: &mut Vec<Tensor>,
     ) -> Result<Tensor> {
         if let Some(p) = hooks.perturb {
             if p.layer >= self.layers.len() {
@@ -557,6 +569,7 @@ impl Model {
                 drift,
             )?;
             hidden = next;
+            captured.extend(report.ffn_input);
             if let (Some(routing), Some(rows)) = (routing.as_mut(), report.routes) {
                 routing.extend(Routing {
                     layers: vec![LayerRouting { layer: l, rows }],

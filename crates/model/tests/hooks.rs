@@ -59,6 +59,7 @@ fn zero_perturbation_with_replayed_routing_reproduces_the_free_pass() {
                 perturb: Some(&zero),
                 record_routing: true,
                 lock: Some(&lock),
+                capture_ffn_inputs: false,
             };
             let locked = model
                 .forward(&batch, &mut model.new_cache(), &hooks, LogitsMode::All)
@@ -119,6 +120,7 @@ fn locked_routing_holds_under_perturbation_while_the_free_router_drifts() {
                     perturb: Some(&perturb),
                     record_routing: true,
                     lock: None,
+                    capture_ffn_inputs: false,
                 },
                 LogitsMode::All,
             )
@@ -128,6 +130,7 @@ fn locked_routing_holds_under_perturbation_while_the_free_router_drifts() {
             perturb: Some(&perturb),
             record_routing: true,
             lock: Some(&lock),
+            capture_ffn_inputs: false,
         };
         let locked = model
             .forward(&batch, &mut model.new_cache(), &hooks, LogitsMode::All)
@@ -185,6 +188,7 @@ fn prefix_reuse_equals_the_full_pass() {
             perturb: Some(&perturb),
             record_routing: true,
             lock: None,
+            capture_ffn_inputs: false,
         };
         let prefix = model
             .prefill_prefix(&one, layer, true)
@@ -296,6 +300,7 @@ fn generation_from_a_shared_prefix_equals_plain_generation() {
         perturb: Some(&perturb),
         record_routing: true,
         lock: None,
+        capture_ffn_inputs: false,
     };
     let config = GenerationConfig {
         max_new_tokens: 6,

@@ -283,123 +283,50 @@ impl DenseCheckpoint {
         Ok(())
     }
 
-    /// Runs one sequence through the dense model (f32, CPU), optionally recording every
-    /// layer's MLP input. Used for router calibration; checked against `transformers`'
-    /// logits in the tests.
+    /// The decoder of `latentevo-model` over these weights (tensors are shared, not copied).
+    pub fn model(&self) -> Result<latentevo_model::Model> {
+        let config = latentevo_model::ModelConfig::from_json(&self.config, &self.source.path)?;
+        Ok(latentevo_model::model_from_tensors(
+            &config,
+            self.tensors.clone(),
+            &latentevo_model::LoadOptions::default(),
+            &self.source.path,
+        )?)
+    }
+
+    /// Runs one sequence through the dense model (f32, CPU) with `latentevo-model`'s
+    /// decoder, optionally recording every layer's MLP input. Used for router calibration;
+    /// checked against `transformers`' logits in the tests.
     pub fn forward(&self, ids: &[u32], record_mlp_inputs: bool) -> Result<DenseForward> {
-        let d = &self.dims;
-        let n = ids.len();
-        if n == 0 {
+        if ids.is_empty() {
             return Err(UpcycleError::Options("forward of an empty sequence".into()));
         }
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= d.vocab) {
-            return Err(UpcycleError::Options(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                d.vocab
-            )));
-        }
-        let c = |what: &'static str| move || what.to_string();
-        let dev = Device::Cpu;
-        let ids_t = Tensor::new(ids, &dev).ctx(c("ids"))?;
-        let mut x = self
-            .tensor("model.embed_tokens.weight")?
-            .index_select(&ids_t, 0)
-            .ctx(c("embedding"))?;
-        let (cos, sin) = rope_tables(n, d.head_dim, d.rope_theta).ctx(c("rope tables"))?;
-        let mask = causal_mask(n).ctx(c("mask"))?;
-        let eps = d.rms_norm_eps as f32;
-        let mut mlp_inputs = Vec::new();
-        for l in 0..d.layers {
-            let w = |s: &str| self.tensor(&format!("model.layers.{l}.{s}.weight"));
-            let ctx = || format!("dense forward, layer {l}");
-            let h = candle_nn::ops::rms_norm(&x, w("input_layernorm")?, eps).ctx(ctx)?;
-            let attn = self.attention(&h, l, &cos, &sin, &mask).ctx(ctx)?;
-            x = (x + attn).ctx(ctx)?;
-            let h2 = candle_nn::ops::rms_norm(&x, w("post_attention_layernorm")?, eps).ctx(ctx)?;
-            let g = h2.matmul(&w("mlp.gate_proj")?.t().ctx(ctx)?).ctx(ctx)?;
-            let u = h2.matmul(&w("mlp.up_proj")?.t().ctx(ctx)?).ctx(ctx)?;
-            let a = (candle_nn::ops::silu(&g).ctx(ctx)? * u).ctx(ctx)?;
-            let m = a.matmul(&w("mlp.down_proj")?.t().ctx(ctx)?).ctx(ctx)?;
-            if record_mlp_inputs {
-                mlp_inputs.push(h2);
-            }
-            x = (x + m).ctx(ctx)?;
-        }
-        let x = candle_nn::ops::rms_norm(&x, self.tensor("model.norm.weight")?, eps).ctx(c("final norm"))?;
-        let head = if d.tied {
-            self.tensor("model.embed_tokens.weight")?
-        } else {
-            self.tensor("lm_head.weight")?
+        let model = self.model()?;
+        let hooks = latentevo_model::Hooks {
+            capture_ffn_inputs: record_mlp_inputs,
+            ..Default::default()
         };
-        let logits = x.matmul(&head.t().ctx(c("lm head"))?).ctx(c("lm head"))?;
+        let batch = latentevo_model::TokenBatch::left_padded(&[ids.to_vec()], 0);
+        let out = model.forward(
+            &batch,
+            &mut model.new_cache(),
+            &hooks,
+            latentevo_model::LogitsMode::All,
+        )?;
+        let ctx = || "dense forward".to_string();
+        let logits = out
+            .logits
+            .expect("LogitsMode::All returns logits")
+            .squeeze(0)
+            .ctx(ctx)?;
+        let mlp_inputs = out
+            .ffn_inputs
+            .into_iter()
+            .map(|t| t.squeeze(0))
+            .collect::<candle_core::Result<Vec<_>>>()
+            .ctx(ctx)?;
         Ok(DenseForward { logits, mlp_inputs })
     }
-
-    fn attention(
-        &self,
-        h: &Tensor,
-        l: usize,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-    ) -> candle_core::Result<Tensor> {
-        let d = &self.dims;
-        let n = h.dim(0)?;
-        let w = |s: &str| {
-            self.tensors
-                .get(&format!("model.layers.{l}.self_attn.{s}.weight"))
-                .ok_or_else(|| candle_core::Error::Msg(format!("layer {l}: {s} missing")))
-        };
-        let proj = |s: &str, heads: usize| -> candle_core::Result<Tensor> {
-            h.matmul(&w(s)?.t()?)?
-                .reshape((n, heads, d.head_dim))?
-                .transpose(0, 1)?
-                .contiguous()?
-                .unsqueeze(0)
-        };
-        let q = candle_nn::rotary_emb::rope(&proj("q_proj", d.heads)?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&proj("k_proj", d.kv_heads)?, cos, sin)?;
-        let v = proj("v_proj", d.kv_heads)?;
-        let rep = d.heads / d.kv_heads;
-        let expand = |t: Tensor| -> candle_core::Result<Tensor> {
-            if rep == 1 {
-                return Ok(t);
-            }
-            t.unsqueeze(2)?
-                .expand((1, d.kv_heads, rep, n, d.head_dim))?
-                .reshape((1, d.heads, n, d.head_dim))
-        };
-        let (k, v) = (expand(k)?, expand(v)?);
-        let scale = 1.0 / (d.head_dim as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let out = att.matmul(&v.contiguous()?)?; // [1, heads, n, hd]
-        let out = out
-            .squeeze(0)?
-            .transpose(0, 1)?
-            .reshape((n, d.heads * d.head_dim))?;
-        out.matmul(&w("o_proj")?.t()?)
-    }
-}
-
-fn rope_tables(n: usize, head_dim: usize, theta: f64) -> candle_core::Result<(Tensor, Tensor)> {
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32)
-        .collect();
-    let inv = Tensor::from_vec(inv, (1, half), &Device::Cpu)?;
-    let pos = Tensor::arange(0u32, n as u32, &Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .reshape((n, 1))?;
-    let ang = pos.broadcast_mul(&inv)?;
-    Ok((ang.cos()?.contiguous()?, ang.sin()?.contiguous()?))
-}
-
-fn causal_mask(n: usize) -> candle_core::Result<Tensor> {
-    let m: Vec<f32> = (0..n)
-        .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(m, (n, n), &Device::Cpu)
 }
 
 /// Mean negative log-likelihood of `ids[1..]` under `logits[..n-1]` (`[n, vocab]`).

@@ -211,11 +211,24 @@ pub fn calibrate(dense: &DenseCheckpoint, ids: &[u32], window: usize) -> Result<
     if ids.is_empty() || window == 0 {
         return Err(UpcycleError::Options("empty calibration text".into()));
     }
+    let model = dense.model()?;
+    // Windows longer than the model's context would be refused by the decoder.
+    let window = window.min(model.config().max_position_embeddings);
+    let hooks = latentevo_model::Hooks {
+        capture_ffn_inputs: true,
+        ..Default::default()
+    };
     let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); dense.dims.layers];
     for chunk in ids.chunks(window) {
-        let f = dense.forward(chunk, true)?;
-        for (l, t) in f.mlp_inputs.into_iter().enumerate() {
-            per_layer[l].push(t);
+        let batch = latentevo_model::TokenBatch::left_padded(&[chunk.to_vec()], 0);
+        let out = model.forward(
+            &batch,
+            &mut model.new_cache(),
+            &hooks,
+            latentevo_model::LogitsMode::None,
+        )?;
+        for (l, t) in out.ffn_inputs.into_iter().enumerate() {
+            per_layer[l].push(t.squeeze(0).ctx(|| format!("calibration, layer {l}"))?);
         }
     }
     let mlp_inputs = per_layer
