@@ -340,15 +340,7 @@ fn build(
     ids.truncate(spec.calibration_tokens.max(2));
     let calib = calibrate(&dense, &ids, 512)?;
     pb.finish_and_clear();
-    let bar = if progress {
-        ProgressBar::new(dense.dims.layers as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("upcycling layer {pos}/{len} {bar:30} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::pipeline::layer_progress_bar(progress, dense.dims.layers);
     let mut moe = upcycle(&dense, &spec.options, Some(&calib), |i, _| {
         bar.set_position(i as u64)
     })?;

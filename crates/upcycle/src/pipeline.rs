@@ -84,15 +84,7 @@ pub fn run_upcycle(req: &UpcycleRequest, progress: bool) -> Result<UpcycleSummar
     } else {
         None
     };
-    let bar = if progress {
-        ProgressBar::new(dense.dims.layers as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("upcycling layer {pos}/{len} {bar:30} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::pipeline::layer_progress_bar(progress, dense.dims.layers);
     let moe = upcycle(&dense, &req.options, calib.as_ref(), |i, _| {
         bar.set_position(i as u64)
     })?;
@@ -140,4 +132,18 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 /// with `config.json`).
 pub fn is_source(path: &Path) -> bool {
     path.is_file() || path.join("config.json").is_file()
+}
+
+/// The per-layer progress bar of an upcycling run (hidden unless `progress`).
+pub(crate) fn layer_progress_bar(progress: bool, layers: usize) -> ProgressBar {
+    let bar = if progress {
+        ProgressBar::new(layers as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("upcycling layer {pos}/{len} {bar:30} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
