@@ -70,11 +70,7 @@ pub fn run(args: ForwardArgs) -> Result<()> {
     order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
     println!("{} tokens; most likely next tokens:", ids.len());
     for &id in order.iter().take(5) {
-        let text = loaded
-            .tokenizer
-            .as_ref()
-            .and_then(|t| t.id_to_token(id as u32))
-            .unwrap_or_default();
+        let text = loaded.decode(&[id as u32]).unwrap_or_default();
         println!("  {id:>7}  {:>9.4}  {text:?}", last[id]);
     }
     for (layer, positions) in model.config().moe_layers().iter().zip(&routing) {
