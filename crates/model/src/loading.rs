@@ -322,9 +322,6 @@ fn env_flag(name: &str) -> bool {
     })
 }
 
-/// Files fetched for a hub checkpoint, besides the weights.
-const HUB_FILES: &[&str] = &["config.json", "tokenizer.json"];
-
 fn fetch_from_hub(repo_id: &str, revision: &str) -> Result<PathBuf> {
     let cache = hf_hub::Cache::from_env();
     let repo =
@@ -364,9 +361,8 @@ fn fetch_from_hub(repo_id: &str, revision: &str) -> Result<PathBuf> {
     };
     let config = api_repo.get("config.json").map_err(hub_error)?;
     let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
-    if api_repo.get("tokenizer.json").is_err() {
-        // Optional: a checkpoint without a tokenizer still runs on token ids.
-    }
+    // Optional: a checkpoint without a tokenizer still runs on token ids.
+    let _ = api_repo.get("tokenizer.json");
     match api_repo.get("model.safetensors.index.json") {
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
@@ -394,7 +390,7 @@ fn fetch_from_hub(repo_id: &str, revision: &str) -> Result<PathBuf> {
 }
 
 fn cached_checkpoint(cached: &hf_hub::CacheRepo) -> Option<PathBuf> {
-    let config = cached.get(HUB_FILES[0])?;
+    let config = cached.get("config.json")?;
     let dir = config.parent()?.to_path_buf();
     let complete = match cached.get("model.safetensors.index.json") {
         Some(_) => safetensors_files(&dir).is_ok(),
