@@ -165,3 +165,43 @@ fn bad_input_fails_with_a_named_problem() {
         assert!(out.stdout.is_empty(), "{args:?} wrote partial output");
     }
 }
+
+/// A hub id resolves from the local Hugging Face cache, offline.
+#[test]
+fn hub_ids_load_from_the_local_cache_offline() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--tiny-org--tiny-mixtral");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for entry in std::fs::read_dir(fixture("mixtral")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+    }
+    let run = |spec: &str| {
+        bin()
+            .args(["forward", "--model", spec, "--ids", "1,2,3", "--json", "--last"])
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("HF_HUB_CACHE")
+            .output()
+            .unwrap()
+    };
+    let out = run("tiny-org/tiny-mixtral");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["routing"].as_array().unwrap().len(), 2);
+
+    // Offline and not cached: a clear error naming the cache, at once.
+    let start = std::time::Instant::now();
+    let out = run("tiny-org/not-cached");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("HF_HUB_OFFLINE") && stderr.contains(&home.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(start.elapsed().as_secs() < 30);
+}
