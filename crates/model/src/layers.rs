@@ -28,6 +28,17 @@ impl TokenLayout {
     }
 }
 
+/// Per-call tensors shared by all layers: token layout, attention mask and RoPE tables.
+#[derive(Debug, Clone)]
+pub(crate) struct Step {
+    pub layout: TokenLayout,
+    /// Additive attention mask `[b, 1, t, past + t]`.
+    pub mask: Tensor,
+    /// RoPE tables `[b, t, head_dim / 2]`.
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
 /// Rotary position embedding with per-token positions (so left-padded rows rotate correctly).
 #[derive(Debug, Clone)]
 pub(crate) struct Rotary {
@@ -127,16 +138,10 @@ impl Attention {
         })
     }
 
-    /// `x: [b, t, hidden]`; `mask: [b, 1, t, past + t]` additive; `cache` holds past keys/values
-    /// `[b, kv_heads, past, head_dim]` and is extended in place.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-        cache: &mut Option<(Tensor, Tensor)>,
-    ) -> CResult<Tensor> {
+    /// `x: [b, t, hidden]`; `cache` holds past keys/values `[b, kv_heads, past, head_dim]`
+    /// and is extended in place.
+    pub fn forward(&self, x: &Tensor, step: &Step, cache: &mut Option<(Tensor, Tensor)>) -> CResult<Tensor> {
+        let (cos, sin, mask) = (&step.cos, &step.sin, &step.mask);
         let (b, t, _) = x.dims3()?;
         let (d, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
         let mut q = self.q_proj.forward(x)?;
@@ -477,26 +482,22 @@ impl DecoderLayer {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
+        step: &Step,
         cache: &mut Option<(Tensor, Tensor)>,
-        layout: &TokenLayout,
         hooks: &Hooks,
         drift: &mut RoutingDrift,
     ) -> CResult<(Tensor, MoeReport)> {
         let attn = self
             .attention
-            .forward(&self.input_norm.forward(x)?, cos, sin, mask, cache)?;
+            .forward(&self.input_norm.forward(x)?, step, cache)?;
         let x = (x + scaled(attn, self.residual_multiplier)?)?;
         let normed = self.post_attention_norm.forward(&x)?;
         let (ff, mut report) = match &self.feed_forward {
             FeedForward::Dense(mlp) => (mlp.forward(&normed)?, MoeReport::default()),
-            FeedForward::Moe(moe) => moe.forward(&normed, layout, hooks, drift)?,
+            FeedForward::Moe(moe) => moe.forward(&normed, &step.layout, hooks, drift)?,
         };
         if hooks.capture_ffn_inputs {
             report.ffn_input = Some(normed);

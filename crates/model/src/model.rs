@@ -7,7 +7,7 @@ use candle_nn::{RmsNorm, VarBuilder};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::hooks::{Hooks, LayerRouting, Perturbation, Routing, RoutingDrift};
-use crate::layers::{DecoderLayer, FeedForward, MoeBlock, Rotary, TokenLayout};
+use crate::layers::{DecoderLayer, FeedForward, MoeBlock, Rotary, Step, TokenLayout};
 
 /// A batch of token sequences of unequal length, left-padded to a rectangle.
 ///
@@ -167,15 +167,6 @@ fn repeat_rows(t: &Tensor, n: usize) -> candle_core::Result<Tensor> {
     let mut reps = vec![1; t.rank()];
     reps[0] = n;
     t.repeat(reps)
-}
-
-/// Per-call tensors shared by all layers: layout, attention mask and RoPE tables.
-#[derive(Debug, Clone)]
-struct Step {
-    layout: TokenLayout,
-    mask: Tensor,
-    cos: Tensor,
-    sin: Tensor,
 }
 
 impl Step {
@@ -558,16 +549,7 @@ impl Model {
             if let Some(p) = hooks.perturb.filter(|p| p.layer == l) {
                 hidden = self.perturb(&hidden, p, &step.layout)?;
             }
-            let (next, report) = self.layers[l].forward(
-                &hidden,
-                &step.cos,
-                &step.sin,
-                &step.mask,
-                &mut cache.layers[l],
-                &step.layout,
-                hooks,
-                drift,
-            )?;
+            let (next, report) = self.layers[l].forward(&hidden, step, &mut cache.layers[l], hooks, drift)?;
             hidden = next;
             captured.extend(report.ffn_input);
             if let (Some(routing), Some(rows)) = (routing.as_mut(), report.routes) {
