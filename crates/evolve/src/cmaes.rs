@@ -4,7 +4,7 @@
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 
 use crate::error::{EvolveError, Result};
-use crate::{argsort_desc, check_len, check_positive, randn, Best, Population, Rng, Strategy, Tracker};
+use crate::{argsort_desc, check_positive, randn, Bookkeeping, Population, Progress, Rng, Strategy};
 
 /// Configuration of [`CmaEs`].
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +57,6 @@ impl CmaEsConfig {
 /// refreshed every `max(1, floor(1/(10 n (c_1 + c_mu))))` generations.
 #[derive(Debug, Clone)]
 pub struct CmaEs {
-    cfg: CmaEsConfig,
     n: usize,
     lambda: usize,
     mu: usize,
@@ -78,10 +77,9 @@ pub struct CmaEs {
     inv_sqrt_c: DMatrix<f64>,
     ps: DVector<f64>,
     pc: DVector<f64>,
-    pending: Option<Vec<DVector<f64>>>,
-    generation: usize,
+    /// Pending: the steps `y_k = B D z_k` of the asked members.
+    book: Bookkeeping<Vec<DVector<f64>>>,
     last_eigen: usize,
-    tracker: Tracker,
     rng: Rng,
 }
 
@@ -152,10 +150,10 @@ impl CmaEs {
             .collect();
         let chi_n = nf.sqrt() * (1.0 - 1.0 / (4.0 * nf) + 1.0 / (21.0 * nf * nf));
         let eigen_every = ((1.0 / (10.0 * nf * (c1 + cmu))).floor() as usize).max(1);
-        let mean = DVector::from_vec(cfg.mean.clone());
+        let mean = DVector::from_vec(cfg.mean);
         let sigma = cfg.sigma;
         Ok(CmaEs {
-            cfg,
+            book: Bookkeeping::new(cfg.max_generations),
             n,
             lambda,
             mu,
@@ -176,10 +174,7 @@ impl CmaEs {
             inv_sqrt_c: DMatrix::identity(n, n),
             ps: DVector::zeros(n),
             pc: DVector::zeros(n),
-            pending: None,
-            generation: 0,
             last_eigen: 0,
-            tracker: Tracker::default(),
             rng: crate::rng_from_seed(seed),
         })
     }
@@ -230,16 +225,18 @@ impl CmaEs {
         self.inv_sqrt_c = &self.b * dinv * self.b.transpose();
         debug_assert_eq!(self.b.nrows(), n);
     }
+}
 
-    fn sample(&mut self) -> Vec<DVector<f64>> {
-        let bd = &self.b * DMatrix::from_diagonal(&self.d);
-        (0..self.lambda)
-            .map(|_| {
-                let z = DVector::from_iterator(self.n, (0..self.n).map(|_| randn(&mut self.rng)));
-                &bd * z
-            })
-            .collect()
-    }
+/// `lambda` steps `y_k = B D z_k`, `z_k ~ N(0, I)`.
+fn sample_steps(b: &DMatrix<f64>, d: &DVector<f64>, lambda: usize, rng: &mut Rng) -> Vec<DVector<f64>> {
+    let n = d.len();
+    let bd = b * DMatrix::from_diagonal(d);
+    (0..lambda)
+        .map(|_| {
+            let z = DVector::from_iterator(n, (0..n).map(|_| randn(rng)));
+            &bd * z
+        })
+        .collect()
 }
 
 impl Strategy for CmaEs {
@@ -256,30 +253,18 @@ impl Strategy for CmaEs {
     }
 
     fn ask(&mut self) -> Result<Population> {
-        if self.is_done() {
-            return Err(EvolveError::Finished {
-                generations: self.generation,
-            });
-        }
-        if self.pending.is_none() {
-            let ys = self.sample();
-            self.pending = Some(ys);
-        }
-        let ys = self.pending.as_ref().expect("just set");
-        Ok(ys
-            .iter()
-            .map(|y| (&self.mean + y * self.sigma).iter().copied().collect())
-            .collect())
+        self.book.begin_ask(|| {
+            let ys = sample_steps(&self.b, &self.d, self.lambda, &mut self.rng);
+            let pop = ys
+                .iter()
+                .map(|y| (&self.mean + y * self.sigma).iter().copied().collect())
+                .collect();
+            (pop, ys)
+        })
     }
 
     fn tell(&mut self, fitness: &[f64]) -> Result<()> {
-        if self.pending.is_none() {
-            return Err(EvolveError::TellWithoutAsk);
-        }
-        check_len(self.lambda, fitness)?;
-        let pop = self.ask()?;
-        self.tracker.observe(&pop, fitness);
-        let ys = self.pending.take().expect("checked");
+        let (_, ys) = self.book.finish_tell(fitness)?;
         let order = argsort_desc(fitness);
         let n = self.n;
         let nf = n as f64;
@@ -293,7 +278,7 @@ impl Strategy for CmaEs {
         let cy = &self.inv_sqrt_c * &yw;
         self.ps = &self.ps * (1.0 - self.cs) + cy * (self.cs * (2.0 - self.cs) * self.mu_eff).sqrt();
         let ps_norm = self.ps.norm();
-        let g1 = (self.generation + 1) as f64;
+        let g1 = self.generation() as f64; // this generation included
         let hs_thresh = (1.4 + 2.0 / (nf + 1.0)) * self.chi_n;
         let hs = ps_norm / (1.0 - (1.0 - self.cs).powf(2.0 * g1)).sqrt() < hs_thresh;
         let hs_f = if hs { 1.0 } else { 0.0 };
@@ -329,27 +314,14 @@ impl Strategy for CmaEs {
         if !self.sigma.is_finite() || self.sigma <= 0.0 {
             self.sigma = f64::MIN_POSITIVE;
         }
-        self.generation += 1;
-        if self.generation - self.last_eigen >= self.eigen_every {
+        if self.generation() - self.last_eigen >= self.eigen_every {
             self.update_eigen();
-            self.last_eigen = self.generation;
+            self.last_eigen = self.generation();
         }
         Ok(())
     }
 
-    fn generation(&self) -> usize {
-        self.generation
-    }
-
-    fn max_generations(&self) -> Option<usize> {
-        self.cfg.max_generations
-    }
-
-    fn best(&self) -> Option<Best> {
-        self.tracker.best.clone()
-    }
-
-    fn non_finite_count(&self) -> usize {
-        self.tracker.non_finite
+    fn progress(&self) -> &Progress {
+        self.book.progress()
     }
 }

@@ -4,7 +4,7 @@
 use crate::error::{EvolveError, Result};
 use crate::fitness::FitnessMapping;
 use crate::schedule::AlphaSchedule;
-use crate::{check_len, check_nonzero, check_positive, randn, Best, Population, Rng, Strategy, Tracker};
+use crate::{check_nonzero, check_positive, randn, Bookkeeping, Population, Progress, Rng, Strategy};
 
 /// Configuration of [`DiffEvo`].
 ///
@@ -226,9 +226,7 @@ pub struct DiffEvo {
     x: Vec<f64>,
     x0: Option<Vec<f64>>,
     projection: Option<Vec<f64>>,
-    pending: bool,
-    generation: usize,
-    tracker: Tracker,
+    book: Bookkeeping<()>,
     rng: Rng,
 }
 
@@ -246,14 +244,12 @@ impl DiffEvo {
             .collect();
         let projection = cfg.latent_dim.map(|m| random_projection(m, cfg.dim, &mut rng));
         Ok(DiffEvo {
-            cfg,
             alphas,
             x,
             x0: None,
             projection,
-            pending: false,
-            generation: 0,
-            tracker: Tracker::default(),
+            book: Bookkeeping::new(Some(cfg.num_steps - 1)),
+            cfg,
             rng,
         })
     }
@@ -284,7 +280,7 @@ impl DiffEvo {
             .flatten()
             .map(|v| v / self.cfg.scaling)
             .collect();
-        self.pending = false;
+        self.book.clear_pending();
         Ok(())
     }
 
@@ -321,7 +317,7 @@ impl DiffEvo {
         if self.is_done() {
             return None;
         }
-        let t = self.cfg.num_steps - 1 - self.generation;
+        let t = self.cfg.num_steps - 1 - self.generation();
         Some((self.alphas[t], self.alphas[t - 1]))
     }
 
@@ -386,46 +382,28 @@ impl Strategy for DiffEvo {
     }
 
     fn ask(&mut self) -> Result<Population> {
-        if self.is_done() {
-            return Err(EvolveError::Finished {
-                generations: self.generation,
-            });
-        }
-        self.pending = true;
-        Ok(self.population())
+        self.book
+            .begin_ask(|| (to_rows(&self.x, self.cfg.dim, self.cfg.scaling), ()))
     }
 
     fn tell(&mut self, fitness: &[f64]) -> Result<()> {
-        if !self.pending {
-            return Err(EvolveError::TellWithoutAsk);
-        }
-        check_len(self.cfg.population_size, fitness)?;
+        self.book.check_tell(fitness)?;
         let g = self.cfg.mapping.map(fitness)?;
-        let pop = self.population();
-        self.tracker.observe(&pop, fitness);
-        let (alpha_t, alpha_prev) = self.current_alphas().expect("pending implies not done");
+        let Some((alpha_t, alpha_prev)) = self.current_alphas() else {
+            // unreachable: a population is pending only while the run is not done
+            return Err(EvolveError::Finished {
+                generations: self.generation(),
+            });
+        };
+        self.book.finish_tell(fitness)?;
         let (keys, key_dim) = self.keys();
         let x0 = estimate_x0(&self.x, self.cfg.dim, &keys, key_dim, &g, alpha_t);
         self.x = ddim_step(&self.x, &x0, alpha_t, alpha_prev, self.cfg.noise, &mut self.rng);
         self.x0 = Some(x0);
-        self.generation += 1;
-        self.pending = false;
         Ok(())
     }
 
-    fn generation(&self) -> usize {
-        self.generation
-    }
-
-    fn max_generations(&self) -> Option<usize> {
-        Some(self.cfg.num_steps - 1)
-    }
-
-    fn best(&self) -> Option<Best> {
-        self.tracker.best.clone()
-    }
-
-    fn non_finite_count(&self) -> usize {
-        self.tracker.non_finite
+    fn progress(&self) -> &Progress {
+        self.book.progress()
     }
 }

@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+mod bookkeeping;
 mod cmaes;
 mod diffevo;
 mod error;
@@ -50,6 +51,7 @@ mod random;
 mod schedule;
 pub mod testfns;
 
+pub use bookkeeping::{Bookkeeping, Progress};
 pub use cmaes::{CmaEs, CmaEsConfig};
 pub use diffevo::{ddim_step, ddpm_sigma, estimate_x0, random_projection, DiffEvo, DiffEvoConfig};
 pub use error::{EvolveError, Result};
@@ -88,6 +90,13 @@ pub struct Best {
 /// population with any fitness function (maximised; NaN/inf count as worst) and passes
 /// the values back in the same order. Calling `ask` twice without `tell` returns the
 /// same pending population again, so a caller that lost it can recover.
+///
+/// An implementation embeds a [`Bookkeeping`], which does the protocol (pending
+/// population, "finished" and "tell without ask" checks, generation counter, best
+/// member, non-finite count): `ask` is `book.begin_ask(sample)`, `tell` starts with
+/// `book.finish_tell(fitness)?` and then updates the algorithm, and
+/// [`Strategy::progress`] returns `book.progress()`; the getters have defaults that
+/// read it.
 pub trait Strategy {
     /// Short name of the algorithm (e.g. `"DiffEvo"`).
     fn name(&self) -> &'static str;
@@ -106,18 +115,29 @@ pub trait Strategy {
     /// [`EvolveError::TellWithoutAsk`], [`EvolveError::FitnessLength`], or an error of
     /// the fitness mapping; on error the strategy's state is unchanged.
     fn tell(&mut self, fitness: &[f64]) -> Result<()>;
+    /// Generations, budget, best member and non-finite count: the shared
+    /// [`Bookkeeping`] of the strategy. The getters below read it.
+    fn progress(&self) -> &Progress;
     /// Number of completed generations (`tell` calls that succeeded).
-    fn generation(&self) -> usize;
+    fn generation(&self) -> usize {
+        self.progress().generation()
+    }
     /// Generation budget, if the strategy has one.
-    fn max_generations(&self) -> Option<usize>;
+    fn max_generations(&self) -> Option<usize> {
+        self.progress().max_generations()
+    }
     /// True once the generation budget is used up.
     fn is_done(&self) -> bool {
         self.max_generations().is_some_and(|m| self.generation() >= m)
     }
     /// Best member seen so far (by raw fitness), if any finite fitness was told.
-    fn best(&self) -> Option<Best>;
+    fn best(&self) -> Option<Best> {
+        self.progress().best().cloned()
+    }
     /// How many NaN/infinite fitness values have been told so far.
-    fn non_finite_count(&self) -> usize;
+    fn non_finite_count(&self) -> usize {
+        self.progress().non_finite_count()
+    }
 }
 
 /// Drive `strategy` to completion with a per-member fitness function and return the
@@ -154,30 +174,6 @@ where
         "fitness",
         "no finite fitness value was ever told",
     ))
-}
-
-/// Keeps the best member seen and counts non-finite fitness values.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Tracker {
-    pub best: Option<Best>,
-    pub non_finite: usize,
-}
-
-impl Tracker {
-    pub fn observe(&mut self, pop: &[Vec<f64>], fitness: &[f64]) {
-        for (x, &f) in pop.iter().zip(fitness) {
-            if !f.is_finite() {
-                self.non_finite += 1;
-                continue;
-            }
-            if self.best.as_ref().is_none_or(|b| f > b.fitness) {
-                self.best = Some(Best {
-                    x: x.clone(),
-                    fitness: f,
-                });
-            }
-        }
-    }
 }
 
 /// Check a fitness slice against the expected length.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rand::Rng as _;
 
 use crate::error::{EvolveError, Result};
-use crate::{check_len, check_nonzero, check_positive, randn, Best, Population, Rng, Strategy, Tracker};
+use crate::{check_nonzero, check_positive, randn, Bookkeeping, Population, Progress, Rng, Strategy};
 
 /// Configuration of [`MapElites`].
 #[derive(Debug, Clone, PartialEq)]
@@ -46,16 +46,16 @@ impl MapElitesConfig {
 
 /// MAP-Elites as an ask/tell [`Strategy`] (maximises fitness). The archive keeps, per
 /// cell, the best member seen; a new member enters an empty cell or replaces a worse
-/// elite. Non-finite fitness never enters the archive.
+/// elite. Non-finite fitness never enters the archive. The generation budget is
+/// `1 + ceil((max_evaluations - init_size) / batch_size)`: the initial batch, then
+/// batches of `batch_size` until `max_evaluations` were told.
 #[derive(Debug, Clone)]
 pub struct MapElites {
     cfg: MapElitesConfig,
     cells: HashMap<Vec<i64>, usize>,
     archive: Vec<(Vec<f64>, f64)>,
-    pending: Option<Population>,
+    book: Bookkeeping<()>,
     evaluations: usize,
-    generation: usize,
-    tracker: Tracker,
     rng: Rng,
 }
 
@@ -80,14 +80,16 @@ impl MapElites {
                 ),
             ));
         }
+        // the initial batch, then batches of `batch_size` (the last one cut to the
+        // budget): after this many generations exactly `max_evaluations` were told
+        let rest = cfg.max_evaluations - cfg.init_size;
+        let max_generations = 1 + rest.div_ceil(cfg.batch_size);
         Ok(MapElites {
             cfg,
             cells: HashMap::new(),
             archive: Vec::new(),
-            pending: None,
+            book: Bookkeeping::new(Some(max_generations)),
             evaluations: 0,
-            generation: 0,
-            tracker: Tracker::default(),
             rng: crate::rng_from_seed(seed),
         })
     }
@@ -134,14 +136,9 @@ impl Strategy for MapElites {
     }
 
     fn ask(&mut self) -> Result<Population> {
-        if self.is_done() {
-            return Err(EvolveError::Finished {
-                generations: self.generation,
-            });
-        }
-        if self.pending.is_none() {
-            let n = self.next_batch_size();
-            let d = self.cfg.dim;
+        let n = self.next_batch_size();
+        let d = self.cfg.dim;
+        self.book.begin_ask(|| {
             let pop: Population = if self.archive.is_empty() {
                 // initial batch (also used again if no finite fitness was ever seen)
                 (0..n)
@@ -155,7 +152,7 @@ impl Strategy for MapElites {
                 (0..n)
                     .map(|_| {
                         let k = self.rng.random_range(0..self.archive.len());
-                        let parent = self.archive[k].0.clone();
+                        let parent = &self.archive[k].0;
                         parent
                             .iter()
                             .map(|p| p + randn(&mut self.rng) * self.cfg.mutation_sigma)
@@ -163,18 +160,12 @@ impl Strategy for MapElites {
                     })
                     .collect()
             };
-            self.pending = Some(pop);
-        }
-        Ok(self.pending.clone().expect("just set"))
+            (pop, ())
+        })
     }
 
     fn tell(&mut self, fitness: &[f64]) -> Result<()> {
-        let Some(pop) = self.pending.as_ref() else {
-            return Err(EvolveError::TellWithoutAsk);
-        };
-        check_len(pop.len(), fitness)?;
-        let pop = self.pending.take().unwrap_or_default();
-        self.tracker.observe(&pop, fitness);
+        let (pop, ()) = self.book.finish_tell(fitness)?;
         self.evaluations += pop.len();
         for (x, &f) in pop.into_iter().zip(fitness) {
             if !f.is_finite() {
@@ -190,29 +181,10 @@ impl Strategy for MapElites {
                 Some(_) => {}
             }
         }
-        self.generation += 1;
         Ok(())
     }
 
-    fn generation(&self) -> usize {
-        self.generation
-    }
-
-    /// `1 + ceil((max_evaluations - init_size) / batch_size)`.
-    fn max_generations(&self) -> Option<usize> {
-        let rest = self.cfg.max_evaluations - self.cfg.init_size;
-        Some(1 + rest.div_ceil(self.cfg.batch_size))
-    }
-
-    fn is_done(&self) -> bool {
-        self.evaluations >= self.cfg.max_evaluations
-    }
-
-    fn best(&self) -> Option<Best> {
-        self.tracker.best.clone()
-    }
-
-    fn non_finite_count(&self) -> usize {
-        self.tracker.non_finite
+    fn progress(&self) -> &Progress {
+        self.book.progress()
     }
 }

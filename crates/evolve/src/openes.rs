@@ -6,7 +6,7 @@
 
 use crate::error::{EvolveError, Result};
 use crate::{
-    check_len, check_nonzero, check_positive, randn, sanitize_worst, Best, Population, Rng, Strategy, Tracker,
+    check_nonzero, check_positive, randn, sanitize_worst, Bookkeeping, Population, Progress, Rng, Strategy,
 };
 
 /// The gradient-ascent update of [`OpenEs`].
@@ -110,9 +110,8 @@ pub struct OpenEs {
     lr: f64,
     m: Vec<f64>,
     v: Vec<f64>,
-    eps: Option<Vec<Vec<f64>>>,
-    generation: usize,
-    tracker: Tracker,
+    /// Pending: the noise `eps_k` of the asked members.
+    book: Bookkeeping<Vec<Vec<f64>>>,
     rng: Rng,
 }
 
@@ -172,9 +171,7 @@ impl OpenEs {
             lr: cfg.learning_rate,
             m: vec![0.0; d],
             v: vec![0.0; d],
-            eps: None,
-            generation: 0,
-            tracker: Tracker::default(),
+            book: Bookkeeping::new(cfg.max_generations),
             rng: crate::rng_from_seed(seed),
             cfg,
         })
@@ -219,49 +216,36 @@ impl Strategy for OpenEs {
     }
 
     fn ask(&mut self) -> Result<Population> {
-        if self.is_done() {
-            return Err(EvolveError::Finished {
-                generations: self.generation,
-            });
-        }
-        let d = self.theta.len();
-        let n = self.cfg.population_size;
-        if self.eps.is_none() {
+        let (d, n) = (self.theta.len(), self.cfg.population_size);
+        self.book.begin_ask(|| {
+            let mut draw = || -> Vec<f64> { (0..d).map(|_| randn(&mut self.rng)).collect() };
             let eps: Vec<Vec<f64>> = if self.cfg.antithetic {
-                let half: Vec<Vec<f64>> = (0..n / 2)
-                    .map(|_| (0..d).map(|_| randn(&mut self.rng)).collect())
-                    .collect();
-                half.iter()
-                    .flat_map(|e| [e.clone(), e.iter().map(|v| -v).collect()])
+                (0..n / 2)
+                    .map(|_| draw())
+                    .flat_map(|e| {
+                        let mirrored = e.iter().map(|v| -v).collect();
+                        [e, mirrored]
+                    })
                     .collect()
             } else {
-                (0..n)
-                    .map(|_| (0..d).map(|_| randn(&mut self.rng)).collect())
-                    .collect()
+                (0..n).map(|_| draw()).collect()
             };
-            self.eps = Some(eps);
-        }
-        let eps = self.eps.as_ref().expect("just set");
-        Ok(eps
-            .iter()
-            .map(|e| {
-                self.theta
-                    .iter()
-                    .zip(e)
-                    .map(|(t, e)| t + self.sigma * e)
-                    .collect()
-            })
-            .collect())
+            let pop = eps
+                .iter()
+                .map(|e| {
+                    self.theta
+                        .iter()
+                        .zip(e)
+                        .map(|(t, e)| t + self.sigma * e)
+                        .collect()
+                })
+                .collect();
+            (pop, eps)
+        })
     }
 
     fn tell(&mut self, fitness: &[f64]) -> Result<()> {
-        if self.eps.is_none() {
-            return Err(EvolveError::TellWithoutAsk);
-        }
-        check_len(self.cfg.population_size, fitness)?;
-        let pop = self.ask()?;
-        self.tracker.observe(&pop, fitness);
-        let eps = self.eps.take().expect("checked");
+        let (_, eps) = self.book.finish_tell(fitness)?;
         let f = if self.cfg.centered_ranks {
             centered_ranks(fitness)
         } else {
@@ -286,7 +270,7 @@ impl Strategy for OpenEs {
                 beta2,
                 epsilon,
             } => {
-                let t = (self.generation + 1) as i32;
+                let t = self.generation() as i32; // this generation included
                 let a = self.lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t));
                 for i in 0..d {
                     self.m[i] = beta1 * self.m[i] + (1.0 - beta1) * grad[i];
@@ -297,23 +281,10 @@ impl Strategy for OpenEs {
         }
         self.sigma *= self.cfg.sigma_decay;
         self.lr *= self.cfg.learning_rate_decay;
-        self.generation += 1;
         Ok(())
     }
 
-    fn generation(&self) -> usize {
-        self.generation
-    }
-
-    fn max_generations(&self) -> Option<usize> {
-        self.cfg.max_generations
-    }
-
-    fn best(&self) -> Option<Best> {
-        self.tracker.best.clone()
-    }
-
-    fn non_finite_count(&self) -> usize {
-        self.tracker.non_finite
+    fn progress(&self) -> &Progress {
+        self.book.progress()
     }
 }

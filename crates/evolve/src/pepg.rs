@@ -9,8 +9,8 @@
 use crate::error::{EvolveError, Result};
 use crate::openes::centered_ranks;
 use crate::{
-    argsort_desc, check_len, check_nonzero, check_positive, randn, sanitize_worst, Best, Population, Rng,
-    Strategy, Tracker,
+    argsort_desc, check_nonzero, check_positive, randn, sanitize_worst, Bookkeeping, Population, Progress,
+    Rng, Strategy,
 };
 
 /// Configuration of [`Pepg`].
@@ -91,9 +91,8 @@ pub struct Pepg {
     adam_m: Vec<f64>,
     adam_v: Vec<f64>,
     adam_t: i32,
-    eps: Option<Vec<Vec<f64>>>,
-    generation: usize,
-    tracker: Tracker,
+    /// Pending: the perturbations `eps_k` of the first half (the second half is `-eps_k`).
+    book: Bookkeeping<Vec<Vec<f64>>>,
     rng: Rng,
 }
 
@@ -128,9 +127,7 @@ impl Pepg {
             adam_m: vec![0.0; d],
             adam_v: vec![0.0; d],
             adam_t: 0,
-            eps: None,
-            generation: 0,
-            tracker: Tracker::default(),
+            book: Bookkeeping::new(cfg.max_generations),
             rng: crate::rng_from_seed(seed),
             cfg,
         })
@@ -161,36 +158,22 @@ impl Strategy for Pepg {
     }
 
     fn ask(&mut self) -> Result<Population> {
-        if self.is_done() {
-            return Err(EvolveError::Finished {
-                generations: self.generation,
-            });
-        }
-        if self.eps.is_none() {
-            let half = self.cfg.population_size / 2;
-            let eps: Vec<Vec<f64>> = (0..half)
+        self.book.begin_ask(|| {
+            let eps: Vec<Vec<f64>> = (0..self.cfg.population_size / 2)
                 .map(|_| self.sigma.iter().map(|s| randn(&mut self.rng) * s).collect())
                 .collect();
-            self.eps = Some(eps);
-        }
-        let eps = self.eps.as_ref().expect("just set");
-        let plus = eps
-            .iter()
-            .map(|e| self.mu.iter().zip(e).map(|(m, e)| m + e).collect());
-        let minus = eps
-            .iter()
-            .map(|e| self.mu.iter().zip(e).map(|(m, e)| m - e).collect());
-        Ok(plus.chain(minus).collect())
+            let plus = eps
+                .iter()
+                .map(|e| self.mu.iter().zip(e).map(|(m, e)| m + e).collect());
+            let minus = eps
+                .iter()
+                .map(|e| self.mu.iter().zip(e).map(|(m, e)| m - e).collect());
+            (plus.chain(minus).collect(), eps)
+        })
     }
 
     fn tell(&mut self, fitness: &[f64]) -> Result<()> {
-        if self.eps.is_none() {
-            return Err(EvolveError::TellWithoutAsk);
-        }
-        check_len(self.cfg.population_size, fitness)?;
-        let pop = self.ask()?;
-        self.tracker.observe(&pop, fitness);
-        let eps = self.eps.take().expect("checked");
+        let (pop, eps) = self.book.finish_tell(fitness)?;
         let half = eps.len();
         let d = self.mu.len();
         let mut reward = if self.cfg.rank_fitness {
@@ -271,23 +254,10 @@ impl Strategy for Pepg {
         if self.cfg.learning_rate_decay < 1.0 && self.lr > self.cfg.learning_rate_limit {
             self.lr *= self.cfg.learning_rate_decay;
         }
-        self.generation += 1;
         Ok(())
     }
 
-    fn generation(&self) -> usize {
-        self.generation
-    }
-
-    fn max_generations(&self) -> Option<usize> {
-        self.cfg.max_generations
-    }
-
-    fn best(&self) -> Option<Best> {
-        self.tracker.best.clone()
-    }
-
-    fn non_finite_count(&self) -> usize {
-        self.tracker.non_finite
+    fn progress(&self) -> &Progress {
+        self.book.progress()
     }
 }

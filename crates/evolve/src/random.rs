@@ -1,7 +1,7 @@
 //! Random search: uniform sampling in a box.
 
 use crate::error::{EvolveError, Result};
-use crate::{argsort_desc, check_len, check_nonzero, Best, Population, Rng, Strategy, Tracker};
+use crate::{argsort_desc, check_nonzero, Bookkeeping, Population, Progress, Rng, Strategy};
 use rand::Rng as _;
 
 /// Configuration of [`RandomSearch`].
@@ -35,10 +35,8 @@ impl RandomSearchConfig {
 #[derive(Debug, Clone)]
 pub struct RandomSearch {
     cfg: RandomSearchConfig,
-    pending: Option<Population>,
+    book: Bookkeeping<()>,
     elite: Vec<(Vec<f64>, f64)>,
-    generation: usize,
-    tracker: Tracker,
     rng: Rng,
 }
 
@@ -69,11 +67,9 @@ impl RandomSearch {
             ));
         }
         Ok(RandomSearch {
+            book: Bookkeeping::new(cfg.max_generations),
             cfg,
-            pending: None,
             elite: Vec::new(),
-            generation: 0,
-            tracker: Tracker::default(),
             rng: crate::rng_from_seed(seed),
         })
     }
@@ -98,33 +94,17 @@ impl Strategy for RandomSearch {
     }
 
     fn ask(&mut self) -> Result<Population> {
-        if self.is_done() {
-            return Err(EvolveError::Finished {
-                generations: self.generation,
-            });
-        }
-        if self.pending.is_none() {
-            let (lo, hi) = (&self.cfg.lower, &self.cfg.upper);
+        let (lo, hi, rng) = (&self.cfg.lower, &self.cfg.upper, &mut self.rng);
+        self.book.begin_ask(|| {
             let pop = (0..self.cfg.population_size)
-                .map(|_| {
-                    lo.iter()
-                        .zip(hi)
-                        .map(|(l, h)| self.rng.random_range(*l..*h))
-                        .collect()
-                })
+                .map(|_| lo.iter().zip(hi).map(|(l, h)| rng.random_range(*l..*h)).collect())
                 .collect();
-            self.pending = Some(pop);
-        }
-        Ok(self.pending.clone().expect("just set"))
+            (pop, ())
+        })
     }
 
     fn tell(&mut self, fitness: &[f64]) -> Result<()> {
-        if self.pending.is_none() {
-            return Err(EvolveError::TellWithoutAsk);
-        }
-        check_len(self.cfg.population_size, fitness)?;
-        let pop = self.pending.take().unwrap_or_default();
-        self.tracker.observe(&pop, fitness);
+        let (pop, ()) = self.book.finish_tell(fitness)?;
         let mut all: Vec<(Vec<f64>, f64)> = std::mem::take(&mut self.elite);
         all.extend(
             pop.into_iter()
@@ -139,23 +119,10 @@ impl Strategy for RandomSearch {
             .take(self.cfg.population_size)
             .filter_map(|i| slots[i].take())
             .collect();
-        self.generation += 1;
         Ok(())
     }
 
-    fn generation(&self) -> usize {
-        self.generation
-    }
-
-    fn max_generations(&self) -> Option<usize> {
-        self.cfg.max_generations
-    }
-
-    fn best(&self) -> Option<Best> {
-        self.tracker.best.clone()
-    }
-
-    fn non_finite_count(&self) -> usize {
-        self.tracker.non_finite
+    fn progress(&self) -> &Progress {
+        self.book.progress()
     }
 }
