@@ -9,7 +9,8 @@
 //! - [`CmaEs`]: CMA-ES with Hansen's standard defaults (optionally active);
 //! - [`OpenEs`]: a Gaussian evolution strategy (OpenAI-ES style) with momentum or Adam;
 //! - [`Pepg`]: parameter-exploring policy gradients (symmetric sampling);
-//! - [`RandomSearch`]: uniform sampling in a box, keeping the best members;
+//! - [`RandomSearch`]: uniform sampling in a box or Gaussian sampling around a mean,
+//!   keeping the best members;
 //! - [`MapElites`]: MAP-Elites on a grid of the parameter space.
 //!
 //! The crate knows nothing about what the vectors mean. **Fitness is maximised**:
@@ -59,7 +60,7 @@ pub use fitness::FitnessMapping;
 pub use mapelites::{MapElites, MapElitesConfig};
 pub use openes::{OpenEs, OpenEsConfig, OpenEsOptimizer};
 pub use pepg::{Pepg, PepgConfig};
-pub use random::{RandomSearch, RandomSearchConfig};
+pub use random::{RandomSearch, RandomSearchConfig, Sampling};
 pub use schedule::AlphaSchedule;
 
 use rand::SeedableRng;

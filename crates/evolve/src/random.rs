@@ -1,16 +1,98 @@
-//! Random search: uniform sampling in a box.
+//! Random search: uniform sampling in a box, or Gaussian sampling around a mean.
 
 use crate::error::{EvolveError, Result};
-use crate::{argsort_desc, check_nonzero, Bookkeeping, Population, Progress, Rng, Strategy};
+use crate::{
+    argsort_desc, check_nonzero, check_positive, randn, Bookkeeping, Population, Progress, Rng, Strategy,
+};
 use rand::Rng as _;
+
+/// The distribution [`RandomSearch`] draws every member from (independently, afresh
+/// each generation).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sampling {
+    /// Uniform in the box `[lower, upper)`, coordinate by coordinate.
+    Uniform {
+        /// Lower corner of the box (its length is the dimension).
+        lower: Vec<f64>,
+        /// Upper corner of the box (same length, `> lower` in every coordinate).
+        upper: Vec<f64>,
+    },
+    /// Isotropic Gaussian `N(mean, std^2 I)`: `x_i = mean_i + std * z_i`,
+    /// `z_i ~ N(0, 1)`.
+    Gaussian {
+        /// Centre (its length is the dimension).
+        mean: Vec<f64>,
+        /// Standard deviation of every coordinate (finite, `> 0`).
+        std: f64,
+    },
+}
+
+impl Sampling {
+    /// Dimension of the samples.
+    pub fn dim(&self) -> usize {
+        match self {
+            Sampling::Uniform { lower, .. } => lower.len(),
+            Sampling::Gaussian { mean, .. } => mean.len(),
+        }
+    }
+
+    /// The field that sets the dimension (`lower` or `mean`), for error messages.
+    fn dim_field(&self) -> &'static str {
+        match self {
+            Sampling::Uniform { .. } => "lower",
+            Sampling::Gaussian { .. } => "mean",
+        }
+    }
+
+    /// Check the parameters (a non-empty dimension is checked by the caller).
+    fn validate(&self) -> Result<()> {
+        match self {
+            Sampling::Uniform { lower, upper } => {
+                if lower.len() != upper.len() {
+                    return Err(EvolveError::config(
+                        "upper",
+                        format!("has {} values but lower has {}", upper.len(), lower.len()),
+                    ));
+                }
+                if lower
+                    .iter()
+                    .zip(upper)
+                    .any(|(l, u)| !(l.is_finite() && u.is_finite() && l < u))
+                {
+                    return Err(EvolveError::config(
+                        "upper",
+                        "must be finite and > lower in every coordinate",
+                    ));
+                }
+                Ok(())
+            }
+            Sampling::Gaussian { mean, std } => {
+                if mean.iter().any(|v| !v.is_finite()) {
+                    return Err(EvolveError::config("mean", "must be finite in every coordinate"));
+                }
+                check_positive("std", *std)
+            }
+        }
+    }
+
+    /// Draw one member.
+    fn sample(&self, rng: &mut Rng) -> Vec<f64> {
+        match self {
+            Sampling::Uniform { lower, upper } => lower
+                .iter()
+                .zip(upper)
+                .map(|(l, h)| rng.random_range(*l..*h))
+                .collect(),
+            Sampling::Gaussian { mean, std } => mean.iter().map(|m| m + std * randn(rng)).collect(),
+        }
+    }
+}
 
 /// Configuration of [`RandomSearch`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RandomSearchConfig {
-    /// Lower corner of the sampling box (its length is the dimension).
-    pub lower: Vec<f64>,
-    /// Upper corner of the sampling box.
-    pub upper: Vec<f64>,
+    /// The sampling distribution.
+    pub sampling: Sampling,
     /// Samples per generation.
     pub population_size: usize,
     /// Generation budget.
@@ -18,20 +100,38 @@ pub struct RandomSearchConfig {
 }
 
 impl RandomSearchConfig {
-    /// Population 512, 25 generations.
+    /// Uniform sampling in the box `[lower, upper)`; population 512, 25 generations.
     pub fn new(lower: Vec<f64>, upper: Vec<f64>) -> Self {
+        Self::with_sampling(Sampling::Uniform { lower, upper })
+    }
+
+    /// Gaussian sampling `N(mean, std^2 I)` (the "random latents" baseline);
+    /// population 512, 25 generations.
+    ///
+    /// ```
+    /// use latentevo_evolve::{RandomSearch, RandomSearchConfig, Strategy};
+    /// let cfg = RandomSearchConfig { population_size: 4, ..RandomSearchConfig::gaussian(vec![0.0; 8], 0.5) };
+    /// let mut rs = RandomSearch::new(cfg, 7).unwrap();
+    /// let pop = rs.ask().unwrap();
+    /// assert_eq!((pop.len(), pop[0].len()), (4, 8));
+    /// ```
+    pub fn gaussian(mean: Vec<f64>, std: f64) -> Self {
+        Self::with_sampling(Sampling::Gaussian { mean, std })
+    }
+
+    fn with_sampling(sampling: Sampling) -> Self {
         RandomSearchConfig {
-            lower,
-            upper,
+            sampling,
             population_size: 512,
             max_generations: Some(25),
         }
     }
 }
 
-/// Random search as an ask/tell [`Strategy`]: every generation samples
-/// `population_size` points uniformly in the box; the strategy keeps the
-/// `population_size` best points seen ([`RandomSearch::elite`]).
+/// Random search as an ask/tell [`Strategy`]: every generation draws
+/// `population_size` fresh points from the [`Sampling`] distribution (uniform in a
+/// box, or Gaussian around a mean); the strategy keeps the `population_size` best
+/// points seen ([`RandomSearch::elite`]).
 #[derive(Debug, Clone)]
 pub struct RandomSearch {
     cfg: RandomSearchConfig,
@@ -44,28 +144,13 @@ impl RandomSearch {
     /// Create the strategy.
     ///
     /// # Errors
-    /// [`EvolveError::InvalidConfig`] for mismatched or empty bounds, `lower >= upper`,
-    /// or a zero population.
+    /// [`EvolveError::InvalidConfig`] naming the field: `lower` (empty), `upper`
+    /// (length differs from `lower`, or not finite and `> lower` everywhere), `mean`
+    /// (empty or not finite), `std` (not finite and `> 0`), `population_size` (zero).
     pub fn new(cfg: RandomSearchConfig, seed: u64) -> Result<Self> {
-        check_nonzero("lower", cfg.lower.len())?;
+        check_nonzero(cfg.sampling.dim_field(), cfg.sampling.dim())?;
         check_nonzero("population_size", cfg.population_size)?;
-        if cfg.lower.len() != cfg.upper.len() {
-            return Err(EvolveError::config(
-                "upper",
-                format!("has {} values but lower has {}", cfg.upper.len(), cfg.lower.len()),
-            ));
-        }
-        if cfg
-            .lower
-            .iter()
-            .zip(&cfg.upper)
-            .any(|(l, u)| !(l.is_finite() && u.is_finite() && l < u))
-        {
-            return Err(EvolveError::config(
-                "upper",
-                "must be finite and > lower in every coordinate",
-            ));
-        }
+        cfg.sampling.validate()?;
         Ok(RandomSearch {
             book: Bookkeeping::new(cfg.max_generations),
             cfg,
@@ -81,12 +166,16 @@ impl RandomSearch {
 }
 
 impl Strategy for RandomSearch {
+    /// `"RandomSearch"` (uniform) or `"GaussianRandomSearch"`.
     fn name(&self) -> &'static str {
-        "RandomSearch"
+        match self.cfg.sampling {
+            Sampling::Uniform { .. } => "RandomSearch",
+            Sampling::Gaussian { .. } => "GaussianRandomSearch",
+        }
     }
 
     fn dim(&self) -> usize {
-        self.cfg.lower.len()
+        self.cfg.sampling.dim()
     }
 
     fn population_size(&self) -> usize {
@@ -94,10 +183,9 @@ impl Strategy for RandomSearch {
     }
 
     fn ask(&mut self) -> Result<Population> {
-        let (lo, hi, rng) = (&self.cfg.lower, &self.cfg.upper, &mut self.rng);
         self.book.begin_ask(|| {
             let pop = (0..self.cfg.population_size)
-                .map(|_| lo.iter().zip(hi).map(|(l, h)| rng.random_range(*l..*h)).collect())
+                .map(|_| self.cfg.sampling.sample(&mut self.rng))
                 .collect();
             (pop, ())
         })
