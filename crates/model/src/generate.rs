@@ -7,8 +7,9 @@ use rand_chacha::ChaCha8Rng;
 use tokenizers::Tokenizer;
 
 use crate::error::{ModelError, Result};
-use crate::hooks::{Hooks, Routing, RoutingDrift};
+use crate::hooks::{Hooks, Perturbation, Routing, RoutingDrift, RoutingLock};
 use crate::model::{ForwardOutput, KvCache, LogitsMode, Model, Prefix, TokenBatch};
+use crate::scoring::kl_divergence;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +131,7 @@ impl Model {
             hooks,
             LogitsMode::Last,
         )?;
-        self.decode_loop(first, cache, config, hooks, tokenizer)
+        Ok(self.decode_loop(first, cache, config, hooks, tokenizer, None)?.0)
     }
 
     /// Generates from a shared prompt prefix (see [`Model::prefill_prefix`]): the layers
@@ -143,9 +144,109 @@ impl Model {
         tokenizer: Option<&Tokenizer>,
     ) -> Result<GenerationOutput> {
         let (first, cache) = self.forward_prefix(prefix, hooks, LogitsMode::Last)?;
-        self.decode_loop(first, cache, config, hooks, tokenizer)
+        Ok(self.decode_loop(first, cache, config, hooks, tokenizer, None)?.0)
     }
 
+    /// Generates from a one-row prompt prefix for `hooks.perturb`'s rows, each decoded
+    /// beside an unperturbed *shadow* row that is fed the same tokens.
+    ///
+    /// The perturbation (`[rows, hidden]`, one vector per perturbed row) applies to the
+    /// perturbed rows only. Each step yields, for every perturbed row, its token's
+    /// log-probability under the unperturbed model and the KL divergence between the two
+    /// next-token distributions, with no extra pass. With `hooks.lock`, a perturbed row
+    /// uses its recorded routes where they exist (the prompt) and, at every other locked
+    /// position (its generated tokens), the experts its shadow — the unperturbed model on
+    /// the same tokens — chooses ([`RoutingLock::follow`](crate::RoutingLock::follow));
+    /// the drift counts both. The shadows route free (their recorded routes at the prompt
+    /// are the free choice), and a lock's own `follow` is replaced.
+    ///
+    /// ```no_run
+    /// use latentevo_model::{load, GenerationConfig, Hooks, Perturbation, Positions, RoutingLock, TokenBatch};
+    /// use candle_core::Tensor;
+    /// let loaded = load("models/tiny/mixtral", &Default::default())?;
+    /// let model = &loaded.model;
+    /// let prompt = TokenBatch::left_padded(&[loaded.encode("Give me an idea")?], 0);
+    /// let base = model.generate(prompt.ids(), &GenerationConfig::default(),
+    ///     &Hooks { record_routing: true, ..Hooks::default() }, None)?;
+    /// let lock = RoutingLock::new(base.routing.unwrap());
+    /// let prefix = model.prefill_prefix(&prompt, 1, false)?;
+    /// let delta = Tensor::randn(0f32, 0.5, (4, model.config().hidden_size), model.device())?;
+    /// let perturb = Perturbation { layer: 1, delta, positions: Positions::All };
+    /// let hooks = Hooks { perturb: Some(&perturb), lock: Some(&lock), ..Hooks::default() };
+    /// let out = model.generate_shadowed(&prefix, &GenerationConfig::default(), &hooks, None)?;
+    /// assert_eq!(out.sequences.len(), 4);
+    /// # Ok::<(), latentevo_model::ModelError>(())
+    /// ```
+    pub fn generate_shadowed(
+        &self,
+        prefix: &Prefix,
+        config: &GenerationConfig,
+        hooks: &Hooks,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<ShadowedOutput> {
+        let perturb = hooks.perturb.ok_or_else(|| {
+            ModelError::InvalidRequest("shadowed generation needs a perturbation (one vector per row)".into())
+        })?;
+        let (rows, hidden) = perturb.delta.dims2().map_err(|_| {
+            ModelError::InvalidRequest(format!(
+                "shadowed generation takes one perturbation vector per row ([rows, hidden]), got shape {:?}",
+                perturb.delta.dims()
+            ))
+        })?;
+        if rows == 0 {
+            return Err(ModelError::InvalidRequest(
+                "shadowed generation of zero rows".into(),
+            ));
+        }
+        if let Sampling::Random { seeds, .. } = &config.sampling {
+            if seeds.len() != 1 && seeds.len() != rows {
+                return Err(ModelError::InvalidRequest(format!(
+                    "{} seeds given for {rows} perturbed rows (give one, or one per row)",
+                    seeds.len()
+                )));
+            }
+        }
+        let twinned = prefix.repeat(2 * rows)?;
+        let zeros = Tensor::zeros((rows, hidden), perturb.delta.dtype(), perturb.delta.device())?;
+        let doubled = Perturbation {
+            layer: perturb.layer,
+            delta: Tensor::cat(&[&perturb.delta, &zeros], 0)?,
+            positions: perturb.positions.clone(),
+        };
+        let lock = hooks.lock.map(|l| RoutingLock {
+            follow: Some((rows..2 * rows).chain(rows..2 * rows).collect()),
+            ..l.clone()
+        });
+        let hooks = Hooks {
+            perturb: Some(&doubled),
+            lock: lock.as_ref(),
+            ..hooks.clone()
+        };
+        let started = std::time::Instant::now();
+        let (first, cache) = self.forward_prefix(&twinned, &hooks, LogitsMode::Last)?;
+        let prefill_seconds = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        let (out, kl) = self.decode_loop(first, cache, config, &hooks, tokenizer, Some(rows))?;
+        let decode_seconds = started.elapsed().as_secs_f64();
+        let mut sequences = out.sequences;
+        let shadows = sequences.split_off(rows);
+        let mut drift = out.drift;
+        drift.rows.truncate(rows);
+        Ok(ShadowedOutput {
+            sequences,
+            base_logprobs: shadows.into_iter().map(|s| s.logprobs).collect(),
+            kl: kl.unwrap_or_default(),
+            drift,
+            routing: out.routing,
+            prefill_seconds,
+            decode_seconds,
+        })
+    }
+
+    /// The decoding loop after the first forward call. With `twins = Some(n)`, rows `n..2n`
+    /// are shadows: row `n + i` is fed row `i`'s tokens and finishes with it, and the
+    /// per-step `KL(row i || row n + i)` is returned.
+    #[allow(clippy::type_complexity)]
     fn decode_loop(
         &self,
         first: ForwardOutput,
@@ -153,8 +254,10 @@ impl Model {
         config: &GenerationConfig,
         hooks: &Hooks,
         tokenizer: Option<&Tokenizer>,
-    ) -> Result<GenerationOutput> {
+        twins: Option<usize>,
+    ) -> Result<(GenerationOutput, Option<Vec<Vec<f32>>>)> {
         let rows = cache.batch_size();
+        let leaders = twins.unwrap_or(rows);
         if !config.stop_strings.is_empty() && tokenizer.is_none() {
             return Err(ModelError::InvalidRequest("stop strings need a tokenizer".into()));
         }
@@ -165,7 +268,8 @@ impl Model {
                 ));
             }
         }
-        let mut choosers = Chooser::for_rows(&config.sampling, rows)?;
+        let mut choosers = Chooser::for_rows(&config.sampling, leaders)?;
+        let mut kl: Option<Vec<Vec<f32>>> = twins.map(|n| vec![Vec::new(); n]);
         let mut sequences: Vec<Generated> = (0..rows)
             .map(|_| Generated {
                 tokens: Vec::new(),
@@ -180,13 +284,38 @@ impl Model {
         let mut logits = first.logits.expect("LogitsMode::Last returns logits");
         for step in 0..config.max_new_tokens {
             let table = logits.to_vec2::<f32>()?;
+            let step_kl = match twins {
+                Some(n) => Some(
+                    kl_divergence(&logits.narrow(0, 0, n)?, &logits.narrow(0, n, n)?)?.to_vec1::<f32>()?,
+                ),
+                None => None,
+            };
             let mut next = Vec::with_capacity(rows);
             for row in 0..rows {
                 if finished[row] {
                     next.push(*sequences[row].tokens.last().unwrap_or(&0));
                     continue;
                 }
+                if row >= leaders {
+                    // A shadow: its leader's token, scored under its own distribution.
+                    let leader = row - leaders;
+                    let token = next[leader];
+                    let logprob = log_softmax(&table[row], 1.0)[token as usize];
+                    let leader_finish = sequences[leader].finish;
+                    let seq = &mut sequences[row];
+                    seq.tokens.push(token);
+                    seq.logprobs.push(logprob);
+                    if finished[leader] {
+                        finished[row] = true;
+                        seq.finish = leader_finish;
+                    }
+                    next.push(token);
+                    continue;
+                }
                 let (token, logprob) = choosers[row].choose(&table[row]);
+                if let (Some(kl), Some(step_kl)) = (kl.as_mut(), step_kl.as_ref()) {
+                    kl[row].push(step_kl[row]);
+                }
                 let seq = &mut sequences[row];
                 seq.tokens.push(token);
                 seq.logprobs.push(logprob);
@@ -213,7 +342,7 @@ impl Model {
             logits = out.logits.expect("LogitsMode::Last returns logits");
         }
         if let Some(tok) = tokenizer {
-            for seq in &mut sequences {
+            for seq in sequences.iter_mut().take(leaders) {
                 let mut text = decode(Some(tok), &seq.tokens)?;
                 if let Some(cut) = config
                     .stop_strings
@@ -226,12 +355,37 @@ impl Model {
                 seq.text = Some(text);
             }
         }
-        Ok(GenerationOutput {
-            sequences,
-            routing,
-            drift,
-        })
+        Ok((
+            GenerationOutput {
+                sequences,
+                routing,
+                drift,
+            },
+            kl,
+        ))
     }
+}
+
+/// What [`Model::generate_shadowed`] returns.
+#[derive(Debug, Clone)]
+pub struct ShadowedOutput {
+    /// The perturbed rows' continuations (`logprobs` under the perturbed model).
+    pub sequences: Vec<Generated>,
+    /// Per perturbed row and generated token: the token's log-probability under the
+    /// unperturbed model, given the same preceding tokens.
+    pub base_logprobs: Vec<Vec<f32>>,
+    /// Per perturbed row and generated token: `KL(perturbed || unperturbed)` of the two
+    /// next-token distributions the token was chosen from (nats).
+    pub kl: Vec<Vec<f32>>,
+    /// Routing drift of the perturbed rows (prompt and generated tokens).
+    pub drift: RoutingDrift,
+    /// With `record_routing`: the routing of all `2 * rows` rows, perturbed rows first,
+    /// then their shadows in the same order.
+    pub routing: Option<Routing>,
+    /// Wall-clock seconds of the prompt's pass from the prefix (all rows).
+    pub prefill_seconds: f64,
+    /// Wall-clock seconds of decoding.
+    pub decode_seconds: f64,
 }
 
 fn decode(tokenizer: Option<&Tokenizer>, ids: &[u32]) -> Result<String> {
@@ -345,25 +499,6 @@ fn sample(logits: &[f32], temperature: f64, top_p: f64, u: f64) -> u32 {
         }
     }
     kept.last().map_or(0, |&(i, _)| i as u32)
-}
-
-/// Turns logits `[batch, vocab]` into per-row log-probabilities of the given tokens.
-///
-/// Used to score a continuation under a model (e.g. fluency under the unperturbed model).
-pub fn token_logprobs(logits: &Tensor, tokens: &[u32]) -> Result<Vec<f32>> {
-    let rows = logits.to_vec2::<f32>()?;
-    if rows.len() != tokens.len() {
-        return Err(ModelError::InvalidRequest(format!(
-            "{} logit rows for {} tokens",
-            rows.len(),
-            tokens.len()
-        )));
-    }
-    Ok(rows
-        .iter()
-        .zip(tokens)
-        .map(|(r, &t)| log_softmax(r, 1.0)[t as usize])
-        .collect())
 }
 
 #[cfg(test)]

@@ -113,6 +113,25 @@ impl Routing {
         self.layers.iter().find(|l| l.layer == layer)
     }
 
+    /// The routes of positions `0..end` only (e.g. the prompt's part of a generation's
+    /// record, to lock a population that writes its own continuations).
+    pub fn before(&self, end: usize) -> Routing {
+        Routing {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerRouting {
+                    layer: l.layer,
+                    rows: l
+                        .rows
+                        .iter()
+                        .map(|routes| routes.iter().filter(|r| r.position < end).cloned().collect())
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
     /// Appends `later` (a later forward call over the same sequences) to this record.
     pub fn extend(&mut self, later: Routing) {
         for incoming in later.layers {
@@ -157,17 +176,30 @@ pub enum LockWeights {
     Replay,
 }
 
-/// Force recorded expert choices ("keep routing").
+/// Force expert choices ("keep routing").
+///
+/// A locked token takes the experts of its recorded route. A token with no recorded route
+/// (e.g. a generated one) can instead take the choice that another row of the same batch
+/// makes for the same token position in the same call ([`RoutingLock::follow`]): decode a
+/// perturbed row beside an unperturbed "shadow" row fed the same tokens, let the perturbed
+/// row follow the shadow, and it uses the experts the unperturbed model picks for its own
+/// tokens. Tokens with neither stay free.
 #[derive(Debug, Clone)]
 pub struct RoutingLock {
     /// The recorded routing to replay (one row serves a whole batch).
     pub routing: Routing,
-    /// MoE layers to lock; `None` locks every recorded layer.
+    /// MoE layers to lock; `None` locks every recorded layer (and, with `follow`, every
+    /// MoE layer).
     pub layers: Option<Vec<usize>>,
-    /// Positions to lock; positions without a recorded route stay free.
+    /// Positions to lock; other positions stay free.
     pub positions: Positions,
     /// Where the weights come from.
     pub weights: LockWeights,
+    /// `follow[r] = s`: where row `r` has no recorded route, it takes the experts row `s`
+    /// uses for the token at the same place of the call (row `s` must hold a token at the
+    /// same position, and must not follow another row). `follow[r] = r` leaves row `r`
+    /// free there. With [`LockWeights::Replay`] the weights are row `s`'s too.
+    pub follow: Option<Vec<usize>>,
 }
 
 impl RoutingLock {
@@ -178,14 +210,25 @@ impl RoutingLock {
             layers: None,
             positions: Positions::All,
             weights: LockWeights::Recompute,
+            follow: None,
         }
     }
 
+    /// Whether tokens at `position` of MoE layer `layer` are locked at all.
+    pub(crate) fn covers(&self, layer: usize, position: usize) -> bool {
+        self.layers.as_ref().is_none_or(|ls| ls.contains(&layer)) && self.positions.contains(position)
+    }
+
     pub(crate) fn route(&self, layer: usize, row: usize, position: usize) -> Option<&TokenRoute> {
-        if self.layers.as_ref().is_some_and(|ls| !ls.contains(&layer)) || !self.positions.contains(position) {
+        if !self.covers(layer, position) {
             return None;
         }
         self.routing.layer(layer)?.get(row, position)
+    }
+
+    /// The row whose choice row `row` follows where it has no recorded route, if another one.
+    pub(crate) fn leader(&self, row: usize) -> Option<usize> {
+        self.follow.as_ref()?.get(row).copied().filter(|&s| s != row)
     }
 }
 

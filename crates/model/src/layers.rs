@@ -340,7 +340,8 @@ impl MoeBlock {
         w
     }
 
-    /// `x: [b, t, hidden]` → `[b, t, hidden]`.
+    /// `x: [b, t, hidden]` → `[b, t, hidden]`: route every token ([`MoeBlock::route`]),
+    /// then run the experts ([`MoeBlock::dispatch`]).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -349,80 +350,28 @@ impl MoeBlock {
         drift: &mut RoutingDrift,
     ) -> CResult<(Tensor, MoeReport)> {
         let (b, t, h) = x.dims3()?;
-        let n = b * t;
-        let num_experts = self.experts.len();
-        let xs = x.reshape((n, h))?;
+        let xs = x.reshape((b * t, h))?;
         let logits = xs.matmul(&self.router.t()?)?.to_dtype(DType::F32)?;
         let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-
-        let mut routes = hooks.record_routing.then(|| vec![Vec::new(); b]);
-        // For each expert: the flat token indices it serves and the weight of each.
-        let mut assignments: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); num_experts];
-        for row in 0..b {
-            for pos_in_call in 0..t {
-                let idx = layout.index(row, pos_in_call);
-                let p = &probs[idx];
-                let free = top_k_ids(p, self.top_k);
-                let position = layout.positions[idx];
-                let locked = if layout.valid[idx] {
-                    hooks
-                        .lock
-                        .and_then(|l| l.route(self.layer, row, position).map(|r| (l.weights, r)))
-                } else {
-                    None
-                };
-                let (ids, weights) = match locked {
-                    Some((mode, route)) => {
-                        let changed = route.experts.iter().filter(|e| !free.contains(e)).count();
-                        drift.add(row, changed as u64, route.experts.len() as u64);
-                        let weights = match mode {
-                            LockWeights::Recompute => self.weights_for(p, &route.experts),
-                            LockWeights::Replay => route.weights.clone(),
-                        };
-                        (route.experts.clone(), weights)
-                    }
-                    None => {
-                        let w = self.weights_for(p, &free);
-                        (free, w)
-                    }
-                };
-                for (&e, &w) in ids.iter().zip(&weights) {
-                    if e as usize >= num_experts {
-                        candle_core::bail!(
-                            "locked routing names expert {e} but layer {} has {num_experts}",
-                            self.layer
-                        );
-                    }
-                    assignments[e as usize].0.push(idx as u32);
-                    assignments[e as usize].1.push(w);
-                }
-                if let (Some(routes), true) = (routes.as_mut(), layout.valid[idx]) {
-                    routes[row].push(TokenRoute {
-                        position,
-                        experts: ids,
-                        weights,
-                    });
-                }
-            }
-        }
-
-        let mut out = xs.zeros_like()?;
-        for (expert, (tokens, weights)) in self.experts.iter().zip(assignments) {
-            if tokens.is_empty() {
-                continue;
-            }
-            let count = tokens.len();
-            let index = Tensor::from_vec(tokens, count, x.device())?;
-            let weights = Tensor::from_vec(weights, (count, 1), x.device())?.to_dtype(x.dtype())?;
-            let y = expert
-                .forward(&xs.index_select(&index, 0)?)?
-                .broadcast_mul(&weights)?;
-            out = out.index_add(&index, &y, 0)?;
-        }
+        let decisions = self.route(&probs, layout, hooks, drift)?;
+        let mut out = self.dispatch(&xs, &decisions)?;
         if let Some((mlp, gate)) = &self.shared {
             let g = candle_nn::ops::sigmoid(&xs.matmul(&gate.t()?)?)?;
             out = (out + mlp.forward(&xs)?.broadcast_mul(&g)?)?;
         }
+        let routes = hooks.record_routing.then(|| {
+            let mut rows = vec![Vec::new(); b];
+            for (idx, (experts, weights)) in decisions.into_iter().enumerate() {
+                if layout.valid[idx] {
+                    rows[idx / t].push(TokenRoute {
+                        position: layout.positions[idx],
+                        experts,
+                        weights,
+                    });
+                }
+            }
+            rows
+        });
         Ok((
             out.reshape((b, t, h))?,
             MoeReport {
@@ -431,6 +380,114 @@ impl MoeBlock {
             },
         ))
     }
+
+    /// The routing policy: for every token of the call (row-major), the experts it is sent
+    /// to and their weights. Free tokens take the router's top-k; under a
+    /// [`crate::RoutingLock`] a token takes its recorded route, else (with
+    /// [`crate::RoutingLock::follow`]) the decision of the row it follows. Every locked
+    /// token adds to `drift` how many of its experts the free router would not have chosen.
+    fn route(
+        &self,
+        probs: &[Vec<f32>],
+        layout: &TokenLayout,
+        hooks: &Hooks,
+        drift: &mut RoutingDrift,
+    ) -> CResult<Vec<(Vec<u32>, Vec<f32>)>> {
+        let num_experts = self.experts.len();
+        let lock = hooks.lock;
+        let mut decisions = Vec::with_capacity(probs.len());
+        let mut followers = Vec::new();
+        for (idx, p) in probs.iter().enumerate() {
+            let row = idx / layout.seq;
+            let position = layout.positions[idx];
+            let free = top_k_ids(p, self.top_k);
+            let locked = lock.filter(|_| layout.valid[idx]);
+            let recorded = locked.and_then(|l| l.route(self.layer, row, position).map(|r| (l.weights, r)));
+            let decision = match recorded {
+                Some((mode, route)) => {
+                    if let Some(&bad) = route.experts.iter().find(|&&e| e as usize >= num_experts) {
+                        candle_core::bail!(
+                            "locked routing names expert {bad} but layer {} has {num_experts}",
+                            self.layer
+                        );
+                    }
+                    drift.add(row, changed(&route.experts, &free), route.experts.len() as u64);
+                    let weights = match mode {
+                        LockWeights::Recompute => self.weights_for(p, &route.experts),
+                        LockWeights::Replay => route.weights.clone(),
+                    };
+                    (route.experts.clone(), weights)
+                }
+                None => {
+                    if let Some(leader) = locked
+                        .filter(|l| l.covers(self.layer, position))
+                        .and_then(|l| l.leader(row))
+                    {
+                        followers.push((idx, leader, free.clone()));
+                    }
+                    let weights = self.weights_for(p, &free);
+                    (free, weights)
+                }
+            };
+            decisions.push(decision);
+        }
+        for (idx, leader, free) in followers {
+            let (row, in_call) = (idx / layout.seq, idx % layout.seq);
+            let lidx = layout.index(leader, in_call);
+            let lock = lock.expect("followers exist only under a lock");
+            if leader >= layout.batch
+                || !layout.valid[lidx]
+                || layout.positions[lidx] != layout.positions[idx]
+                || lock.leader(leader).is_some()
+            {
+                candle_core::bail!(
+                    "routing lock: row {row} follows row {leader}, which has no token at position {} in this call \
+                     (or follows another row itself)",
+                    layout.positions[idx]
+                );
+            }
+            let (ids, leader_weights) = decisions[lidx].clone();
+            drift.add(row, changed(&ids, &free), ids.len() as u64);
+            let weights = match lock.weights {
+                LockWeights::Recompute => self.weights_for(&probs[idx], &ids),
+                LockWeights::Replay => leader_weights,
+            };
+            decisions[idx] = (ids, weights);
+        }
+        Ok(decisions)
+    }
+
+    /// Runs each expert on the tokens routed to it and sums the weighted outputs:
+    /// `xs: [n, hidden]`, one decision per row of `xs`.
+    fn dispatch(&self, xs: &Tensor, decisions: &[(Vec<u32>, Vec<f32>)]) -> CResult<Tensor> {
+        // For each expert: the token indices it serves and the weight of each.
+        let mut assignments: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); self.experts.len()];
+        for (idx, (ids, weights)) in decisions.iter().enumerate() {
+            for (&e, &w) in ids.iter().zip(weights) {
+                assignments[e as usize].0.push(idx as u32);
+                assignments[e as usize].1.push(w);
+            }
+        }
+        let mut out = xs.zeros_like()?;
+        for (expert, (tokens, weights)) in self.experts.iter().zip(assignments) {
+            if tokens.is_empty() {
+                continue;
+            }
+            let count = tokens.len();
+            let index = Tensor::from_vec(tokens, count, xs.device())?;
+            let weights = Tensor::from_vec(weights, (count, 1), xs.device())?.to_dtype(xs.dtype())?;
+            let y = expert
+                .forward(&xs.index_select(&index, 0)?)?
+                .broadcast_mul(&weights)?;
+            out = out.index_add(&index, &y, 0)?;
+        }
+        Ok(out)
+    }
+}
+
+/// How many of the `locked` experts are not among the router's `free` choice.
+fn changed(locked: &[u32], free: &[u32]) -> u64 {
+    locked.iter().filter(|e| !free.contains(e)).count() as u64
 }
 
 /// The `k` largest entries' indices, largest first (ties: lower index first).

@@ -31,6 +31,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -39,10 +40,12 @@ pub mod hooks;
 mod layers;
 pub mod loading;
 pub mod model;
+pub mod scoring;
 
+pub use chat::ChatTemplate;
 pub use config::{Family, ModelConfig, MoeConfig, QkNorm, SUPPORTED_ARCHITECTURES};
 pub use error::{ModelError, Result};
-pub use generate::{token_logprobs, FinishReason, Generated, GenerationConfig, GenerationOutput, Sampling};
+pub use generate::{FinishReason, Generated, GenerationConfig, GenerationOutput, Sampling, ShadowedOutput};
 pub use hooks::{
     Hooks, LayerRouting, LockWeights, Perturbation, Positions, Routing, RoutingDrift, RoutingLock, TokenRoute,
 };
@@ -50,3 +53,4 @@ pub use loading::{
     inspect, load, load_dir, load_tokenizer, model_from_tensors, CheckpointInfo, LoadOptions, LoadedModel,
 };
 pub use model::{ForwardOutput, KvCache, LogitsMode, Model, Prefix, TokenBatch};
+pub use scoring::{gather_logprobs, kl_divergence};

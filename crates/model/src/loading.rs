@@ -9,6 +9,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
+use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::Model;
@@ -54,6 +55,9 @@ pub struct LoadedModel {
     pub tokenizer: Option<Tokenizer>,
     /// The directory or file the model was read from.
     pub source: PathBuf,
+    /// The chat template, when the checkpoint has one (`tokenizer_config.json` or GGUF
+    /// metadata).
+    pub chat_template: Option<ChatTemplate>,
 }
 
 impl LoadedModel {
@@ -72,6 +76,15 @@ impl LoadedModel {
                 message: e.to_string(),
             })?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The prompt as the model expects it: the user message through the chat template
+    /// where the checkpoint has one, else the text unchanged.
+    pub fn chat_prompt(&self, user: &str) -> Result<String> {
+        match &self.chat_template {
+            Some(t) => t.render_user(user),
+            None => Ok(user.to_string()),
+        }
     }
 
     /// Decodes ids, skipping special tokens.
@@ -131,6 +144,7 @@ fn load_gguf_file(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         model,
         tokenizer: Some(checkpoint.tokenizer),
         source: path.to_path_buf(),
+        chat_template: ChatTemplate::from_tokenizer_config(&checkpoint.tokenizer_config),
     })
 }
 
@@ -232,7 +246,25 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         model,
         tokenizer,
         source: dir.to_path_buf(),
+        chat_template: read_chat_template(dir)?,
     })
+}
+
+/// The chat template of a checkpoint directory's `tokenizer_config.json`, if any.
+fn read_chat_template(dir: &Path) -> Result<Option<ChatTemplate>> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Tokenizer {
+        path: path.clone(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    Ok(ChatTemplate::from_tokenizer_config(&config))
 }
 
 /// Builds a model from an in-memory config and tensors in Hugging Face naming

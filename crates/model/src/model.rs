@@ -46,6 +46,38 @@ impl TokenBatch {
         TokenBatch { ids, valid }
     }
 
+    /// Right-pads `sequences` with `pad_id` to the longest one (e.g. continuations after a
+    /// shared cached context, so that each row's tokens start at the same place).
+    ///
+    /// ```
+    /// use latentevo_model::TokenBatch;
+    /// let batch = TokenBatch::right_padded(&[vec![5, 6, 7], vec![8]], 0);
+    /// assert_eq!(batch.ids(), &[vec![5, 6, 7], vec![8, 0, 0]]);
+    /// ```
+    pub fn right_padded(sequences: &[Vec<u32>], pad_id: u32) -> Self {
+        let len = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        let pad = |s: &Vec<u32>| len - s.len();
+        TokenBatch {
+            ids: sequences
+                .iter()
+                .map(|s| {
+                    s.iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(pad_id, pad(s)))
+                        .collect()
+                })
+                .collect(),
+            valid: sequences
+                .iter()
+                .map(|s| {
+                    std::iter::repeat_n(true, s.len())
+                        .chain(std::iter::repeat_n(false, pad(s)))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
     /// One token per row (a generation step).
     pub fn column(tokens: &[u32]) -> Self {
         TokenBatch {

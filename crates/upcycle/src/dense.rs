@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
 use tokenizers::Tokenizer;
 
@@ -336,13 +336,8 @@ pub fn mean_nll(logits: &Tensor, ids: &[u32]) -> Result<f64> {
         return Err(UpcycleError::Options("need at least two tokens to score".into()));
     }
     let ctx = || "log-likelihood".to_string();
-    let lp = candle_nn::ops::log_softmax(&logits.narrow(0, 0, n - 1).ctx(ctx)?, D::Minus1).ctx(ctx)?;
-    let tgt = Tensor::new(&ids[1..], logits.device())
-        .ctx(ctx)?
-        .unsqueeze(1)
-        .ctx(ctx)?;
-    let picked = lp.gather(&tgt, 1).ctx(ctx)?;
-    let s = picked
+    let targets = Tensor::new(&ids[1..], logits.device()).ctx(ctx)?;
+    let s = latentevo_model::gather_logprobs(&logits.narrow(0, 0, n - 1).ctx(ctx)?, &targets)?
         .to_dtype(DType::F64)
         .ctx(ctx)?
         .sum_all()

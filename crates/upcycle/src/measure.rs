@@ -13,8 +13,8 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
 use latentevo_model::{
-    Hooks, LayerRouting, LoadOptions, LockWeights, LogitsMode, Model, ModelConfig, Positions, Routing,
-    RoutingLock, TokenBatch, TokenRoute,
+    Hooks, LayerRouting, LoadOptions, LogitsMode, Model, ModelConfig, Routing, RoutingLock, TokenBatch,
+    TokenRoute,
 };
 use serde_json::Value as Json;
 
@@ -83,12 +83,7 @@ pub fn measure(model: &Model, ids: &[u32], window: usize, routing: bool) -> Resu
         }
         let (e, k) = moe.as_ref().map(|m| (m.num_experts, m.top_k)).unwrap_or((1, 1));
         let free = out.routing.unwrap_or_default();
-        let lock = RoutingLock {
-            routing: reroute(&free, e as u32, k as u32),
-            layers: None,
-            positions: Positions::All,
-            weights: LockWeights::Recompute,
-        };
+        let lock = RoutingLock::new(reroute(&free, e as u32, k as u32));
         let mut cache = model.new_cache();
         let hooks = Hooks {
             lock: Some(&lock),
@@ -124,12 +119,9 @@ fn first_row(logits: Option<&Tensor>) -> Result<Tensor> {
 /// Sum over positions of `KL(p || q)` and the count of positions whose argmax differs.
 fn kl_and_top1(p: &Tensor, q: &Tensor) -> Result<(f64, usize)> {
     let ctx = || "KL divergence".to_string();
-    let lp = candle_nn::ops::log_softmax(p, D::Minus1).ctx(ctx)?;
-    let lq = candle_nn::ops::log_softmax(q, D::Minus1).ctx(ctx)?;
-    let kl = (lp.exp().ctx(ctx)? * (&lp - &lq).ctx(ctx)?)
-        .ctx(ctx)?
-        .sum_all()
-        .and_then(|t| t.to_dtype(DType::F64))
+    let kl = latentevo_model::kl_divergence(p, q)?
+        .to_dtype(DType::F64)
+        .and_then(|t| t.sum_all())
         .and_then(|t| t.to_scalar::<f64>())
         .ctx(ctx)?;
     let a: Vec<u32> = p.argmax(D::Minus1).and_then(|t| t.to_vec1()).ctx(ctx)?;
