@@ -40,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+pub mod benchmark;
 mod bookkeeping;
 mod cmaes;
 mod diffevo;
