@@ -1,0 +1,132 @@
+//! One search round, timed: a shared prompt prefix, then a population of perturbed
+//! candidates decoded greedily beside their unperturbed shadows, routing recorded on the
+//! prompt and locked at every MoE layer (`Model::generate_shadowed`). The same round as
+//! `latentevo bench --round`'s "shared prefix + batched" figure; `scripts/bench_round.py`
+//! runs it beside the same round in `transformers`.
+//!
+//! ```sh
+//! cargo bench -p latentevo-model --bench round -- --model DIR [--populations 16,64]
+//!     [--prompt-tokens 64] [--new-tokens 32] [--layer L] [--repeats 3]
+//! ```
+//!
+//! Threads: `RAYON_NUM_THREADS` (candle's CPU kernels use rayon's pool).
+//!
+//! Prints one JSON object per population: best-of-`repeats` seconds of the whole round
+//! (prefill of the shared prefix included), of its prefill and decode parts, and the
+//! process's peak resident memory (`VmHWM`).
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+use latentevo_model::{
+    load, GenerationConfig, Hooks, LoadOptions, LogitsMode, Perturbation, Positions, RoutingLock, TokenBatch,
+};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(model_path) = arg(&args, "--model") else {
+        eprintln!("round bench: --model DIR is required; skipping");
+        return Ok(());
+    };
+    let populations: Vec<usize> = arg(&args, "--populations")
+        .unwrap_or_else(|| "16".into())
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let prompt_tokens: usize = arg(&args, "--prompt-tokens").map_or(Ok(64), |s| s.parse())?;
+    let new_tokens: usize = arg(&args, "--new-tokens").map_or(Ok(32), |s| s.parse())?;
+    let repeats: usize = arg(&args, "--repeats").map_or(Ok(3), |s| s.parse())?;
+    let loaded = load(&model_path, &LoadOptions::default())?;
+    let model = &loaded.model;
+    let layers = model.num_layers();
+    let layer: usize = arg(&args, "--layer").map_or(
+        Ok(((layers as f64 * 0.27).round() as usize).min(layers - 1)),
+        |s| s.parse(),
+    )?;
+    let vocab = model.config().vocab_size as u64;
+    // The prompt of `latentevo bench`: deterministic pseudo-random ids.
+    let prompt: Vec<u32> = (0..prompt_tokens as u64)
+        .map(|i| ((i * 2654435761 + 12345) % vocab) as u32)
+        .collect();
+    let batch = TokenBatch::left_padded(&[prompt], 0);
+    let record = Hooks {
+        record_routing: true,
+        ..Hooks::default()
+    };
+    let routing = model
+        .forward(&batch, &mut model.new_cache(), &record, LogitsMode::None)?
+        .routing
+        .unwrap_or_default();
+    let lock = RoutingLock::new(routing);
+    let config = GenerationConfig {
+        max_new_tokens: new_tokens,
+        ..GenerationConfig::default()
+    };
+    let hidden = model.config().hidden_size;
+    for &n in &populations {
+        let (mut best, mut best_prefill, mut best_decode) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+        let mut tokens = Vec::new();
+        for repeat in 0..=repeats {
+            let start = Instant::now();
+            let prefix = model.prefill_prefix(&batch, layer, false)?;
+            // A fixed perturbation (seeded per row) so that every repeat decodes the same tokens.
+            let delta: Vec<f32> = (0..n * hidden)
+                .map(|i| (((i as u64 * 2654435761) % 1000) as f32 / 1000.0 - 0.5) * 0.1)
+                .collect();
+            let delta = Tensor::from_vec(delta, (n, hidden), model.device())?;
+            let perturb = Perturbation {
+                layer,
+                delta,
+                positions: Positions::All,
+            };
+            let hooks = Hooks {
+                perturb: Some(&perturb),
+                lock: Some(&lock),
+                ..Hooks::default()
+            };
+            let prefix_seconds = start.elapsed().as_secs_f64();
+            let out = model.generate_shadowed(&prefix, &config, &hooks, None)?;
+            let total = start.elapsed().as_secs_f64();
+            if repeat > 0 {
+                best = best.min(total);
+                best_prefill = best_prefill.min(prefix_seconds + out.prefill_seconds);
+                best_decode = best_decode.min(out.decode_seconds);
+            }
+            tokens = out.sequences.iter().map(|s| s.tokens.clone()).collect::<Vec<_>>();
+        }
+        let distinct = {
+            let mut t = tokens.clone();
+            t.sort();
+            t.dedup();
+            t.len()
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "population": n, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "layer": layer,
+                "rows": 2 * n, "threads": candle_core::utils::get_num_threads(), "seconds": best,
+                "prefill_seconds": best_prefill, "decode_seconds": best_decode,
+                "peak_rss_mib": peak_rss_mib(), "distinct_continuations": distinct,
+                "first_tokens": tokens.first(),
+            })
+        );
+    }
+    Ok(())
+}
