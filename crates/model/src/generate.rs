@@ -206,7 +206,32 @@ impl Model {
                 )));
             }
         }
-        let twinned = prefix.repeat(2 * rows)?;
+        // The prompt pass: every shadow sees the same prompt with no perturbation, so one
+        // shadow row (row `rows`) is computed and then copied to all `rows` shadows.
+        let started = std::time::Instant::now();
+        let (first, cache) = {
+            let single = prefix.repeat(rows + 1)?;
+            let zero = Tensor::zeros((1, hidden), perturb.delta.dtype(), perturb.delta.device())?;
+            let with_shadow = Perturbation {
+                layer: perturb.layer,
+                delta: Tensor::cat(&[&perturb.delta, &zero], 0)?,
+                positions: perturb.positions.clone(),
+            };
+            let lock = hooks.lock.map(|l| RoutingLock {
+                follow: Some(vec![rows; rows + 1]),
+                ..l.clone()
+            });
+            let hooks = Hooks {
+                perturb: Some(&with_shadow),
+                lock: lock.as_ref(),
+                ..hooks.clone()
+            };
+            let (first, cache) = self.forward_prefix(&single, &hooks, LogitsMode::Last)?;
+            // Rows 0..rows stay, row `rows` becomes rows..2 * rows.
+            let map: Vec<usize> = (0..rows).chain(std::iter::repeat_n(rows, rows)).collect();
+            (first.select_rows(&map)?, cache.select_rows(&map)?)
+        };
+        let prefill_seconds = started.elapsed().as_secs_f64();
         let zeros = Tensor::zeros((rows, hidden), perturb.delta.dtype(), perturb.delta.device())?;
         let doubled = Perturbation {
             layer: perturb.layer,
@@ -222,9 +247,6 @@ impl Model {
             lock: lock.as_ref(),
             ..hooks.clone()
         };
-        let started = std::time::Instant::now();
-        let (first, cache) = self.forward_prefix(&twinned, &hooks, LogitsMode::Last)?;
-        let prefill_seconds = started.elapsed().as_secs_f64();
         let started = std::time::Instant::now();
         let (out, kl) = self.decode_loop(first, cache, config, &hooks, tokenizer, Some(rows))?;
         let decode_seconds = started.elapsed().as_secs_f64();

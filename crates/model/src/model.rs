@@ -184,6 +184,26 @@ impl KvCache {
         })
     }
 
+    /// A cache whose row `j` is this cache's row `map[j]`.
+    pub(crate) fn select_rows(&self, map: &[usize]) -> Result<KvCache> {
+        let index = row_index(map, self.layers.iter().flatten().next().map(|(k, _)| k.device()))?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match (l, &index) {
+                (Some((k, v)), Some(index)) => {
+                    Ok(Some((k.index_select(index, 0)?, v.index_select(index, 0)?)))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache {
+            layers,
+            key_valid: map.iter().map(|&r| self.key_valid[r].clone()).collect(),
+            next_position: map.iter().map(|&r| self.next_position[r]).collect(),
+        })
+    }
+
     fn repeat_layers(&self, n: usize) -> Result<Vec<Option<(Tensor, Tensor)>>> {
         self.layers
             .iter()
@@ -192,6 +212,49 @@ impl KvCache {
                 None => Ok(None),
             })
             .collect()
+    }
+}
+
+fn row_index(map: &[usize], device: Option<&Device>) -> candle_core::Result<Option<Tensor>> {
+    device
+        .map(|d| Tensor::from_vec(map.iter().map(|&r| r as u32).collect::<Vec<_>>(), map.len(), d))
+        .transpose()
+}
+
+impl ForwardOutput {
+    /// The output whose row `j` is this output's row `map[j]` (logits, routing, drift;
+    /// captured feed-forward inputs are dropped).
+    pub(crate) fn select_rows(self, map: &[usize]) -> Result<ForwardOutput> {
+        let logits = match self.logits {
+            Some(l) => Some(l.index_select(&row_index(map, Some(l.device()))?.expect("device given"), 0)?),
+            None => None,
+        };
+        let routing = self.routing.map(|r| Routing {
+            layers: r
+                .layers
+                .into_iter()
+                .map(|l| LayerRouting {
+                    layer: l.layer,
+                    rows: if l.rows.len() == 1 {
+                        vec![l.rows[0].clone(); map.len()]
+                    } else {
+                        map.iter().map(|&m| l.rows[m].clone()).collect()
+                    },
+                })
+                .collect(),
+        });
+        let drift = RoutingDrift {
+            rows: map
+                .iter()
+                .map(|&m| self.drift.rows.get(m).copied().unwrap_or((0, 0)))
+                .collect(),
+        };
+        Ok(ForwardOutput {
+            logits,
+            routing,
+            drift,
+            ffn_inputs: Vec::new(),
+        })
     }
 }
 
