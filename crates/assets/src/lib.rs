@@ -379,8 +379,9 @@ pub fn write_manifest(dir: &Path, recipe: &Json) -> Result<()> {
     let mut files = BTreeMap::new();
     collect_files(dir, "", &mut files)?;
     let path = dir.join(MANIFEST_FILE);
-    let mut text = serde_json::to_string_pretty(&json!({"format": 1, "recipe": recipe, "files": files}))
-        .expect("a JSON value always serialises");
+    let manifest = json!({"format": 1, "recipe": recipe, "files": files});
+    let mut text =
+        serde_json::to_string_pretty(&manifest).map_err(|e| io_err(&path)(std::io::Error::other(e)))?;
     text.push('\n');
     std::fs::write(&path, text).map_err(io_err(&path))
 }

@@ -244,6 +244,7 @@ pub fn score_batch(
                     -(w - t).abs() / t
                 })
                 .collect(),
+            Term::Command { .. } if n == 0 => Vec::new(),
             Term::Command {
                 program,
                 timeout_secs,

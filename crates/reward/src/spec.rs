@@ -573,40 +573,33 @@ impl Parser<'_> {
             .or_else(|_| self.err(start, format!("bad number `{text}`")))
     }
 
-    fn term(&mut self) -> Result<Term> {
+    /// A (possibly empty) run of letters, digits and `_` after any whitespace, with its
+    /// position.
+    fn ident(&mut self) -> (String, usize) {
         self.skip_ws();
         let at = self.pos;
-        let mut end = self.pos;
         while self
             .chars
-            .get(end)
+            .get(self.pos)
             .is_some_and(|c| c.is_alphanumeric() || *c == '_')
         {
-            end += 1;
+            self.pos += 1;
         }
-        if end == at {
+        (self.chars[at..self.pos].iter().collect(), at)
+    }
+
+    fn term(&mut self) -> Result<Term> {
+        let (name, at) = self.ident();
+        if name.is_empty() {
             return match self.chars.get(at) {
                 Some(c) => self.err(at, format!("expected a term name, found `{c}`")),
                 None => self.err(at, "expected a term name, found the end"),
             };
         }
-        let name: String = self.chars[at..end].iter().collect();
-        self.pos = end;
         let mut modifier = None;
         if self.peek() == Some(':') {
             self.pos += 1;
-            self.skip_ws();
-            let m_at = self.pos;
-            let mut e = self.pos;
-            while self
-                .chars
-                .get(e)
-                .is_some_and(|c| c.is_alphanumeric() || *c == '_')
-            {
-                e += 1;
-            }
-            modifier = Some((self.chars[m_at..e].iter().collect::<String>(), m_at));
-            self.pos = e;
+            modifier = Some(self.ident());
         }
         let args = if self.peek() == Some('(') {
             let open = self.pos;

@@ -87,6 +87,12 @@ fn tiny_fixture_matches_sentence_transformers() {
 }
 
 #[test]
+fn embedder_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Embedder>();
+}
+
+#[test]
 fn batching_and_order_do_not_change_embeddings() {
     let e = Embedder::load(&tiny_dir(), &Device::Cpu).unwrap();
     let texts: Vec<String> = (0..70)

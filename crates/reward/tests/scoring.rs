@@ -337,6 +337,9 @@ fn command_term_in_a_batch_masks_and_reports() {
         "{:?}",
         out.reports
     );
+    // An empty batch runs nothing.
+    let none = score_batch(&spec("command('exit 1') + fluency"), &ctx, &[]).unwrap();
+    assert!(none.scores.is_empty() && none.reports.is_empty());
     let out = score_batch(&spec("command('exit 1', 5)"), &ctx, &c).unwrap();
     assert!(out.scores.iter().all(|s| s.total.is_nan()));
     assert!(out.reports[0].contains("3 candidates masked"));
