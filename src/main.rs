@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Search the model's hidden states for diverse, high-reward ideas for a prompt.
+    Ideas(Box<commands::ideas::IdeasArgs>),
     /// Describe a model: family, layers, experts, top-k, parameters, vocabulary.
     Inspect(commands::inspect::InspectArgs),
     /// Run one forward pass and print logits and expert routing.
@@ -28,6 +30,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Ideas(args) => commands::ideas::run(*args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Forward(args) => commands::forward::run(args),
         Command::Upcycle(args) => commands::upcycle::run(args),
@@ -35,6 +38,7 @@ fn main() {
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
-        std::process::exit(1);
+        let usage = error.downcast_ref::<commands::UsageError>().is_some();
+        std::process::exit(if usage { 2 } else { 1 });
     }
 }

@@ -6,7 +6,10 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use latentevo_model::{Hooks, LogitsMode, TokenBatch};
+use candle_core::Tensor;
+use latentevo_model::{
+    GenerationConfig, Hooks, LogitsMode, Model, Perturbation, Positions, RoutingLock, TokenBatch,
+};
 
 use super::ModelArgs;
 
@@ -30,6 +33,15 @@ pub struct BenchArgs {
     /// Print one JSON object per population size.
     #[arg(long)]
     pub json: bool,
+    /// Instead: time one search round's generation (perturbation at --layer, routing
+    /// locked at and above it, each candidate beside its unperturbed shadow) three ways:
+    /// shared prefix + batched (what the search does), batched without the shared prefix,
+    /// and one candidate at a time without it; prints the ratios.
+    #[arg(long)]
+    pub round: bool,
+    /// Perturbed layer for --round [default: ~27% of the depth].
+    #[arg(long)]
+    pub layer: Option<usize>,
 }
 
 /// Runs `latentevo bench`.
@@ -48,6 +60,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
         .map(|i| ((i * 2654435761 + 12345) % vocab) as u32)
         .collect();
+    if args.round {
+        return round(&args, model, &prompt);
+    }
     if !args.json {
         println!(
             "{:>10} {:>16} {:>16}",
@@ -96,6 +111,85 @@ pub fn run(args: BenchArgs) -> Result<()> {
             );
         } else {
             println!("{n:>10} {prefill_tps:>16.1} {decode_tps:>16.1}");
+        }
+    }
+    Ok(())
+}
+
+/// `bench --round`: one search round's generation, three ways, timed in the same run.
+fn round(args: &BenchArgs, model: &Model, prompt: &[u32]) -> Result<()> {
+    let layer = args
+        .layer
+        .unwrap_or_else(|| ((model.num_layers() as f64 * 0.27).round() as usize).min(model.num_layers() - 1));
+    if layer >= model.num_layers() {
+        bail!(
+            "--layer {layer} is out of range: the model has {} layers",
+            model.num_layers()
+        );
+    }
+    let batch = TokenBatch::left_padded(&[prompt.to_vec()], 0);
+    let record = Hooks {
+        record_routing: true,
+        ..Hooks::default()
+    };
+    let routing = model
+        .forward(&batch, &mut model.new_cache(), &record, LogitsMode::None)?
+        .routing
+        .unwrap_or_default();
+    let lock = RoutingLock::new(routing);
+    let config = GenerationConfig {
+        max_new_tokens: args.new_tokens,
+        ..GenerationConfig::default()
+    };
+    let hidden = model.config().hidden_size;
+    let time = |n: usize, shared_layer: usize, rows_per_call: usize| -> Result<f64> {
+        let mut best = f64::INFINITY;
+        for repeat in 0..=args.repeats {
+            let start = Instant::now();
+            for first in (0..n).step_by(rows_per_call) {
+                let rows = rows_per_call.min(n - first);
+                let prefix = model.prefill_prefix(&batch, shared_layer, false)?;
+                let delta = Tensor::randn(0f32, 0.05, (rows, hidden), model.device())?;
+                let perturb = Perturbation {
+                    layer,
+                    delta,
+                    positions: Positions::All,
+                };
+                let hooks = Hooks {
+                    perturb: Some(&perturb),
+                    lock: Some(&lock),
+                    ..Hooks::default()
+                };
+                model.generate_shadowed(&prefix, &config, &hooks, None)?;
+            }
+            if repeat > 0 {
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+        }
+        Ok(best)
+    };
+    for &n in &args.populations {
+        let shared = time(n, layer, n)?;
+        let unshared = time(n, 0, n)?;
+        let one_by_one = time(n, 0, 1)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"population": n, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+                    "layer": layer, "seconds_shared_batched": shared, "seconds_unshared_batched": unshared,
+                    "seconds_one_by_one": one_by_one, "prefix_reuse_gain": unshared / shared,
+                    "batching_gain": one_by_one / unshared, "total_gain": one_by_one / shared})
+            );
+        } else {
+            println!(
+                "population {n}, prompt {} tokens, {} new tokens, layer {layer}: shared prefix + batched {shared:.2} s; \
+                 batched without the shared prefix {unshared:.2} s (x{:.2}); one by one {one_by_one:.2} s (x{:.2} of batched, x{:.2} in all)",
+                args.prompt_tokens,
+                args.new_tokens,
+                unshared / shared,
+                one_by_one / unshared,
+                one_by_one / shared
+            );
         }
     }
     Ok(())

@@ -2,12 +2,31 @@
 
 pub mod bench;
 pub mod forward;
+pub mod ideas;
 pub mod inspect;
 pub mod upcycle;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use latentevo_model::{load, LoadOptions, LoadedModel};
+
+/// A mistake in the command line (a bad flag value, an unreadable input file): the binary
+/// exits with status 2, as for flags clap rejects.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Wraps a message as a [`UsageError`].
+pub fn usage(message: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.to_string()))
+}
 
 /// Options shared by every command that loads a model.
 #[derive(Debug, Clone, clap::Args)]
