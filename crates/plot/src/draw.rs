@@ -378,6 +378,9 @@ mod tests {
 /// A pixel rectangle `[x0, x1) x [y0, y1)`.
 pub(crate) type Rect = (i32, i32, i32, i32);
 
+/// A label to place: its point and its size `(w, h)`, both in pixels.
+pub(crate) type LabelBox = ((i32, i32), (i32, i32));
+
 /// The area two rectangles share, in square pixels.
 fn overlap(a: Rect, b: Rect) -> i64 {
     let w = (a.1.min(b.1) - a.0.max(b.0)).max(0) as i64;
@@ -390,11 +393,7 @@ fn overlap(a: Rect, b: Rect) -> i64 {
 /// place that stays inside `bounds` and overlaps neither `obstacles` (markers) nor the labels
 /// placed before it; when none is free, the place with the least overlap. Returns each
 /// label's top-left corner.
-pub(crate) fn place_labels(
-    labels: &[((i32, i32), (i32, i32))],
-    obstacles: &[Rect],
-    bounds: Rect,
-) -> Vec<(i32, i32)> {
+pub(crate) fn place_labels(labels: &[LabelBox], obstacles: &[Rect], bounds: Rect) -> Vec<(i32, i32)> {
     const GAP: i32 = 5;
     let mut placed: Vec<Rect> = Vec::with_capacity(labels.len());
     let mut corners = Vec::with_capacity(labels.len());

@@ -53,7 +53,7 @@ pub(crate) fn project(latents: &[Vec<Vec<f64>>]) -> Projection {
     let total: f64 = x.iter().map(|v| v * v).sum();
     // Centring identical vectors can leave rounding residue; treat it as no variance.
     let noise = (n * d) as f64 * (1e-12 * scale).powi(2);
-    if !(total > noise) || !total.is_finite() {
+    if total <= noise || !total.is_finite() {
         return Projection {
             points: rows.iter().map(|&(r, _)| (r, 0.0, 0.0)).collect(),
             explained: None,
@@ -175,7 +175,7 @@ mod tests {
             vec![0.0, -1.0, 2.5, 1.0, 0.0],
             vec![2.0, 0.5, -0.5, 0.0, 1.0],
         ];
-        let few = project(&[base.clone()]);
+        let few = project(std::slice::from_ref(&base));
         let mut doubled = base.clone();
         doubled.extend(base);
         let many = project(&[doubled]);

@@ -102,7 +102,8 @@ fn search_rounds_writes_a_png_with_both_panels() {
 #[test]
 fn search_rounds_degenerate_shapes() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, Vec<RoundSummary>, Vec<Vec<Vec<f64>>>)> = vec![
+    type Case = (&'static str, Vec<RoundSummary>, Vec<Vec<Vec<f64>>>);
+    let cases: Vec<Case> = vec![
         ("one_round.png", rounds(1), latents(1, 8, 4)),
         ("one_member.png", rounds(3), latents(3, 1, 4)),
         ("single_member_total.png", rounds(1), latents(1, 1, 8)),
