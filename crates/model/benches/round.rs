@@ -9,6 +9,9 @@
 //!     [--prompt-tokens 64] [--new-tokens 32] [--layer L] [--repeats 3]
 //! ```
 //!
+//! With `LATENTEVO_PROFILE=1`, each timed repeat also prints (stderr) its seconds per part
+//! of the forward ([`latentevo_model::profile`]).
+//!
 //! Threads: `RAYON_NUM_THREADS` (candle's CPU kernels use rayon's pool).
 //!
 //! Prints one JSON object per population: best-of-`repeats` seconds of the whole round
@@ -84,6 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut best, mut best_prefill, mut best_decode) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
         let mut tokens = Vec::new();
         for repeat in 0..=repeats {
+            latentevo_model::profile::reset();
             let start = Instant::now();
             let prefix = model.prefill_prefix(&batch, layer, false)?;
             // A fixed perturbation (seeded per row) so that every repeat decodes the same tokens.
@@ -108,6 +112,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 best = best.min(total);
                 best_prefill = best_prefill.min(prefix_seconds + out.prefill_seconds);
                 best_decode = best_decode.min(out.decode_seconds);
+            }
+            if latentevo_model::profile::enabled() && repeat > 0 {
+                let parts: serde_json::Map<String, serde_json::Value> = latentevo_model::profile::snapshot()
+                    .into_iter()
+                    .map(|(p, s)| (format!("{p:?}"), serde_json::json!(s)))
+                    .collect();
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"population": n, "repeat": repeat, "seconds": total, "parts": parts})
+                );
             }
             tokens = out.sequences.iter().map(|s| s.tokens.clone()).collect::<Vec<_>>();
         }

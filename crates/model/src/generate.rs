@@ -305,6 +305,7 @@ impl Model {
         let mut drift = first.drift;
         let mut logits = first.logits.expect("LogitsMode::Last returns logits");
         for step in 0..config.max_new_tokens {
+            let sampling_started = std::time::Instant::now();
             let table = logits.to_vec2::<f32>()?;
             let step_kl = match twins {
                 Some(n) => Some(
@@ -353,6 +354,7 @@ impl Model {
                 }
                 next.push(token);
             }
+            crate::profile::add_since(crate::profile::Part::Sampling, sampling_started);
             if finished.iter().all(|&f| f) || step + 1 == config.max_new_tokens {
                 break;
             }

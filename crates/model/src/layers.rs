@@ -8,6 +8,7 @@ use candle_nn::{linear_b, linear_no_bias, Linear, RmsNorm, VarBuilder};
 
 use crate::config::{Family, Llama3RopeScaling, ModelConfig, MoeConfig, QkNorm};
 use crate::hooks::{Hooks, LockWeights, RoutingDrift, TokenRoute};
+use crate::profile::{self, Part};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -141,7 +142,22 @@ impl Attention {
     /// `x: [b, t, hidden]`; `cache` holds past keys/values `[b, kv_heads, past, head_dim]`
     /// and is extended in place.
     pub fn forward(&self, x: &Tensor, step: &Step, cache: &mut Option<(Tensor, Tensor)>) -> CResult<Tensor> {
-        let (cos, sin, mask) = (&step.cos, &step.sin, &step.mask);
+        let (q, k, v) = profile::time(Part::Attention, || self.project(x, step))?;
+        let (k, v) = profile::time(Part::KvCache, || -> CResult<_> {
+            let (k, v) = match cache.take() {
+                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                None => (k, v),
+            };
+            *cache = Some((k.clone(), v.clone()));
+            let groups = self.num_heads / self.num_kv_heads;
+            Ok((repeat_kv(&k, groups)?, repeat_kv(&v, groups)?))
+        })?;
+        profile::time(Part::Attention, || self.attend(&q, &k, &v, &step.mask))
+    }
+
+    /// Queries, keys and values of `x: [b, t, hidden]`, rotated: `[b, heads, t, head_dim]`.
+    fn project(&self, x: &Tensor, step: &Step) -> CResult<(Tensor, Tensor, Tensor)> {
+        let (cos, sin) = (&step.cos, &step.sin);
         let (b, t, _) = x.dims3()?;
         let (d, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
         let mut q = self.q_proj.forward(x)?;
@@ -167,14 +183,13 @@ impl Attention {
         let v = v.reshape((b, t, nkv, d))?.transpose(1, 2)?.contiguous()?;
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
-        let (k, v) = match cache.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        *cache = Some((k.clone(), v.clone()));
-        let groups = nq / nkv;
-        let k = repeat_kv(&k, groups)?;
-        let v = repeat_kv(&v, groups)?;
+        Ok((q, k, v))
+    }
+
+    /// Attention of `q: [b, heads, t, d]` over all keys/values (`[b, heads, past + t, d]`),
+    /// through the output projection: `[b, t, hidden]`.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> CResult<Tensor> {
+        let (b, nq, t, d) = q.dims4()?;
         let dtype = q.dtype();
         let scores = (q.matmul(&k.t()?)? * self.scale)?;
         let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
@@ -351,14 +366,19 @@ impl MoeBlock {
     ) -> CResult<(Tensor, MoeReport)> {
         let (b, t, h) = x.dims3()?;
         let xs = x.reshape((b * t, h))?;
-        let logits = xs.matmul(&self.router.t()?)?.to_dtype(DType::F32)?;
-        let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-        let decisions = self.route(&probs, layout, hooks, drift)?;
-        let mut out = self.dispatch(&xs, &decisions)?;
-        if let Some((mlp, gate)) = &self.shared {
-            let g = candle_nn::ops::sigmoid(&xs.matmul(&gate.t()?)?)?;
-            out = (out + mlp.forward(&xs)?.broadcast_mul(&g)?)?;
-        }
+        let decisions = profile::time(Part::Routing, || -> CResult<_> {
+            let logits = xs.matmul(&self.router.t()?)?.to_dtype(DType::F32)?;
+            let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+            self.route(&probs, layout, hooks, drift)
+        })?;
+        let out = profile::time(Part::Experts, || -> CResult<_> {
+            let mut out = self.dispatch(&xs, &decisions)?;
+            if let Some((mlp, gate)) = &self.shared {
+                let g = candle_nn::ops::sigmoid(&xs.matmul(&gate.t()?)?)?;
+                out = (out + mlp.forward(&xs)?.broadcast_mul(&g)?)?;
+            }
+            Ok(out)
+        })?;
         let routes = hooks.record_routing.then(|| {
             let mut rows = vec![Vec::new(); b];
             for (idx, (experts, weights)) in decisions.into_iter().enumerate() {
@@ -547,13 +567,15 @@ impl DecoderLayer {
         hooks: &Hooks,
         drift: &mut RoutingDrift,
     ) -> CResult<(Tensor, MoeReport)> {
-        let attn = self
-            .attention
-            .forward(&self.input_norm.forward(x)?, step, cache)?;
+        let normed = profile::time(Part::Attention, || self.input_norm.forward(x))?;
+        let attn = self.attention.forward(&normed, step, cache)?;
         let x = (x + scaled(attn, self.residual_multiplier)?)?;
-        let normed = self.post_attention_norm.forward(&x)?;
+        let normed = profile::time(Part::Experts, || self.post_attention_norm.forward(&x))?;
         let (ff, mut report) = match &self.feed_forward {
-            FeedForward::Dense(mlp) => (mlp.forward(&normed)?, MoeReport::default()),
+            FeedForward::Dense(mlp) => (
+                profile::time(Part::Experts, || mlp.forward(&normed))?,
+                MoeReport::default(),
+            ),
             FeedForward::Moe(moe) => moe.forward(&normed, &step.layout, hooks, drift)?,
         };
         if hooks.capture_ffn_inputs {

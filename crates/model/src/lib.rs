@@ -40,6 +40,7 @@ pub mod hooks;
 mod layers;
 pub mod loading;
 pub mod model;
+pub mod profile;
 pub mod scoring;
 
 pub use chat::ChatTemplate;

@@ -8,6 +8,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::hooks::{Hooks, LayerRouting, Perturbation, Routing, RoutingDrift};
 use crate::layers::{DecoderLayer, FeedForward, MoeBlock, Rotary, Step, TokenLayout};
+use crate::profile::{self, Part};
 
 /// A batch of token sequences of unequal length, left-padded to a rectangle.
 ///
@@ -548,6 +549,10 @@ impl Model {
     }
 
     fn prepare(&self, batch: &TokenBatch, cache: &KvCache) -> Result<Step> {
+        profile::time(Part::Setup, || self.prepare_inner(batch, cache))
+    }
+
+    fn prepare_inner(&self, batch: &TokenBatch, cache: &KvCache) -> Result<Step> {
         let (b, t) = (batch.batch_size(), batch.seq_len());
         if b == 0 || t == 0 {
             return Err(ModelError::InvalidRequest("empty batch".into()));
@@ -610,6 +615,10 @@ impl Model {
     }
 
     fn embed(&self, batch: &TokenBatch) -> Result<Tensor> {
+        profile::time(Part::Setup, || self.embed_inner(batch))
+    }
+
+    fn embed_inner(&self, batch: &TokenBatch) -> Result<Tensor> {
         let (b, t) = (batch.batch_size(), batch.seq_len());
         let flat: Vec<u32> = batch.ids.iter().flatten().copied().collect();
         let ids = Tensor::from_vec(flat, b * t, &self.device)?;
@@ -642,7 +651,7 @@ impl Model {
         }
         for l in layers {
             if let Some(p) = hooks.perturb.filter(|p| p.layer == l) {
-                hidden = self.perturb(&hidden, p, &step.layout)?;
+                hidden = profile::time(Part::Setup, || self.perturb(&hidden, p, &step.layout))?;
             }
             let (next, report) = self.layers[l].forward(&hidden, step, &mut cache.layers[l], hooks, drift)?;
             hidden = next;
@@ -681,6 +690,10 @@ impl Model {
     }
 
     fn head(&self, hidden: &Tensor, mode: LogitsMode) -> Result<Option<Tensor>> {
+        profile::time(Part::LmHead, || self.head_inner(hidden, mode))
+    }
+
+    fn head_inner(&self, hidden: &Tensor, mode: LogitsMode) -> Result<Option<Tensor>> {
         let x = match mode {
             LogitsMode::None => return Ok(None),
             LogitsMode::All => hidden.clone(),
