@@ -85,6 +85,67 @@ fn llama3_frequency(freq: f32, s: &Llama3RopeScaling) -> f32 {
     }
 }
 
+/// One layer's cached keys and values: buffers `[b, kv_heads, capacity, head_dim]` whose
+/// first `len` positions are filled, written in place as tokens arrive (no per-step copy
+/// of the whole cache). Clones share the buffers; a write to a shared buffer first copies
+/// it (copy on write), so a cloned cache (a [`crate::Prefix`] reused by several rounds)
+/// never sees another's tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+    owner: std::sync::Arc<()>,
+}
+
+/// Growth step of a cache buffer, in positions.
+const KV_GROW: usize = 64;
+
+impl LayerKv {
+    /// A cache holding exactly `k` and `v` (`[b, kv_heads, len, head_dim]`).
+    pub fn new(k: Tensor, v: Tensor) -> CResult<Self> {
+        let len = k.dim(2)?;
+        Ok(LayerKv {
+            k,
+            v,
+            len,
+            owner: std::sync::Arc::new(()),
+        })
+    }
+
+    /// The filled keys, `[b, kv_heads, len, head_dim]` (a view of the buffer).
+    pub fn keys(&self) -> CResult<Tensor> {
+        self.k.narrow(2, 0, self.len)
+    }
+
+    /// The filled values, `[b, kv_heads, len, head_dim]` (a view of the buffer).
+    pub fn values(&self) -> CResult<Tensor> {
+        self.v.narrow(2, 0, self.len)
+    }
+
+    /// Appends `k`, `v` (`[b, kv_heads, t, head_dim]`, contiguous).
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> CResult<()> {
+        let t = k.dim(2)?;
+        let capacity = self.k.dim(2)?;
+        if self.len + t > capacity || std::sync::Arc::strong_count(&self.owner) > 1 {
+            let capacity = (self.len + t).div_ceil(KV_GROW) * KV_GROW + KV_GROW;
+            let grow = |buf: &Tensor| -> CResult<Tensor> {
+                let (b, h, _, d) = buf.dims4()?;
+                let fresh = Tensor::zeros((b, h, capacity, d), buf.dtype(), buf.device())?;
+                fresh.slice_set(&buf.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                Ok(fresh)
+            };
+            self.k = grow(&self.k)?;
+            self.v = grow(&self.v)?;
+            self.owner = std::sync::Arc::new(());
+        }
+        self.k.slice_set(k, 2, self.len)?;
+        self.v.slice_set(v, 2, self.len)?;
+        self.len += t;
+        Ok(())
+    }
+}
+
 /// Multi-head attention with grouped-query heads, optional q/k norms, clipping and biases.
 #[derive(Debug, Clone)]
 pub(crate) struct Attention {
@@ -141,16 +202,15 @@ impl Attention {
 
     /// `x: [b, t, hidden]`; `cache` holds past keys/values `[b, kv_heads, past, head_dim]`
     /// and is extended in place.
-    pub fn forward(&self, x: &Tensor, step: &Step, cache: &mut Option<(Tensor, Tensor)>) -> CResult<Tensor> {
+    pub fn forward(&self, x: &Tensor, step: &Step, cache: &mut Option<LayerKv>) -> CResult<Tensor> {
         let (q, k, v) = profile::time(Part::Attention, || self.project(x, step))?;
         let (k, v) = profile::time(Part::KvCache, || -> CResult<_> {
-            let (k, v) = match cache.take() {
-                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                None => (k, v),
-            };
-            *cache = Some((k.clone(), v.clone()));
-            let groups = self.num_heads / self.num_kv_heads;
-            Ok((repeat_kv(&k, groups)?, repeat_kv(&v, groups)?))
+            match cache {
+                Some(c) => c.append(&k, &v)?,
+                None => *cache = Some(LayerKv::new(k, v)?),
+            }
+            let c = cache.as_ref().expect("just filled");
+            Ok((c.keys()?, c.values()?))
         })?;
         profile::time(Part::Attention, || self.attend(&q, &k, &v, &step.mask))
     }
@@ -189,25 +249,23 @@ impl Attention {
     /// Attention of `q: [b, heads, t, d]` over all keys/values (`[b, heads, past + t, d]`),
     /// through the output projection: `[b, t, hidden]`.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> CResult<Tensor> {
+        // Grouped-query attention without copying keys and values per query head: the
+        // query heads sharing a kv head are stacked as rows of one matrix,
+        // `[b, kv_heads, groups * t, d]` (query head `h` uses kv head `h / groups`).
         let (b, nq, t, d) = q.dims4()?;
+        let (nkv, past) = (k.dim(1)?, k.dim(2)?);
+        let rows = nq / nkv * t;
         let dtype = q.dtype();
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
+        let q = q.reshape((b, nkv, rows, d))?;
+        let scores = (q.matmul(&k.t()?)? * self.scale)?.reshape((b, nq, t, past))?;
         let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
-        let out = probs.matmul(&v)?; // [b, nq, t, d]
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?
+            .to_dtype(dtype)?
+            .reshape((b, nkv, rows, past))?;
+        let out = probs.matmul(v)?.reshape((b, nq, t, d))?;
         let out = out.transpose(1, 2)?.reshape((b, t, nq * d))?;
         self.o_proj.forward(&out)
     }
-}
-
-fn repeat_kv(x: &Tensor, groups: usize) -> CResult<Tensor> {
-    if groups == 1 {
-        return Ok(x.clone());
-    }
-    let (b, n, t, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .expand((b, n, groups, t, d))?
-        .reshape((b, n * groups, t, d))
 }
 
 /// A SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
@@ -563,7 +621,7 @@ impl DecoderLayer {
         &self,
         x: &Tensor,
         step: &Step,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<LayerKv>,
         hooks: &Hooks,
         drift: &mut RoutingDrift,
     ) -> CResult<(Tensor, MoeReport)> {

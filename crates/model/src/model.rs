@@ -7,7 +7,7 @@ use candle_nn::{RmsNorm, VarBuilder};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::hooks::{Hooks, LayerRouting, Perturbation, Routing, RoutingDrift};
-use crate::layers::{DecoderLayer, FeedForward, MoeBlock, Rotary, Step, TokenLayout};
+use crate::layers::{DecoderLayer, FeedForward, LayerKv, MoeBlock, Rotary, Step, TokenLayout};
 use crate::profile::{self, Part};
 
 /// A batch of token sequences of unequal length, left-padded to a rectangle.
@@ -136,7 +136,7 @@ pub struct ForwardOutput {
 /// Keys and values of past tokens, per layer, with the padding layout of each row.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerKv>>,
     key_valid: Vec<Vec<bool>>,
     next_position: Vec<usize>,
 }
@@ -187,15 +187,19 @@ impl KvCache {
 
     /// A cache whose row `j` is this cache's row `map[j]`.
     pub(crate) fn select_rows(&self, map: &[usize]) -> Result<KvCache> {
-        let index = row_index(map, self.layers.iter().flatten().next().map(|(k, _)| k.device()))?;
         let layers = self
             .layers
             .iter()
-            .map(|l| match (l, &index) {
-                (Some((k, v)), Some(index)) => {
-                    Ok(Some((k.index_select(index, 0)?, v.index_select(index, 0)?)))
+            .map(|l| match l {
+                Some(c) => {
+                    let (k, v) = (c.keys()?, c.values()?);
+                    let index = row_index(map, Some(k.device()))?.expect("device given");
+                    Ok(Some(LayerKv::new(
+                        k.index_select(&index, 0)?,
+                        v.index_select(&index, 0)?,
+                    )?))
                 }
-                _ => Ok(None),
+                None => Ok(None),
             })
             .collect::<Result<_>>()?;
         Ok(KvCache {
@@ -205,11 +209,14 @@ impl KvCache {
         })
     }
 
-    fn repeat_layers(&self, n: usize) -> Result<Vec<Option<(Tensor, Tensor)>>> {
+    fn repeat_layers(&self, n: usize) -> Result<Vec<Option<LayerKv>>> {
         self.layers
             .iter()
             .map(|l| match l {
-                Some((k, v)) => Ok(Some((repeat_rows(k, n)?, repeat_rows(v, n)?))),
+                Some(c) => Ok(Some(LayerKv::new(
+                    repeat_rows(&c.keys()?, n)?,
+                    repeat_rows(&c.values()?, n)?,
+                )?)),
                 None => Ok(None),
             })
             .collect()
