@@ -323,7 +323,7 @@ impl Model {
                     // A shadow: its leader's token, scored under its own distribution.
                     let leader = row - leaders;
                     let token = next[leader];
-                    let logprob = log_softmax(&table[row], 1.0)[token as usize];
+                    let logprob = logprob_of(&table[row], token);
                     let leader_finish = sequences[leader].finish;
                     let seq = &mut sequences[row];
                     seq.tokens.push(token);
@@ -468,7 +468,6 @@ impl Chooser {
     }
 
     fn choose(&mut self, logits: &[f32]) -> (u32, f32) {
-        let logprobs = log_softmax(logits, 1.0);
         let token = match (&self.sampling, self.rng.as_mut()) {
             (
                 Sampling::Random {
@@ -478,7 +477,7 @@ impl Chooser {
             ) => sample(logits, *temperature, *top_p, rng.random::<f64>()),
             _ => argmax(logits),
         };
-        (token, logprobs[token as usize])
+        (token, logprob_of(logits, token))
     }
 }
 
@@ -490,6 +489,13 @@ fn argmax(values: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// `log_softmax(logits, 1.0)[token]`, the same arithmetic without the whole vector.
+fn logprob_of(logits: &[f32], token: u32) -> f32 {
+    let max = logits.iter().map(|&x| x as f64).fold(f64::NEG_INFINITY, f64::max);
+    let log_sum = logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
+    (logits[token as usize] as f64 - log_sum) as f32
 }
 
 fn log_softmax(logits: &[f32], temperature: f64) -> Vec<f32> {
@@ -539,6 +545,15 @@ mod tests {
         }
         // With the full distribution, a u near 1 reaches the last token.
         assert_eq!(sample(&logits, 1.0, 1.0, 0.9999), 3);
+    }
+
+    #[test]
+    fn logprob_of_matches_log_softmax() {
+        let logits = [1.0f32, -2.5, 3.25, 0.0];
+        let full = log_softmax(&logits, 1.0);
+        for t in 0..4 {
+            assert_eq!(logprob_of(&logits, t), full[t as usize]);
+        }
     }
 
     #[test]
