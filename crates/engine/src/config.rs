@@ -175,8 +175,9 @@ fn display<S: serde::Serializer>(spec: &RewardSpec, s: S) -> std::result::Result
 
 /// The default reward: relevance (pointwise mutual information with the prompt, so an
 /// answer that leaves the topic loses) plus novelty against the other candidates plus a
-/// little fluency.
-pub const DEFAULT_REWARD: &str = "relevance + novelty:population + 0.1*fluency";
+/// little fluency, and a length term so that a two-word answer (whose per-token PMI can
+/// be high) does not pass for an idea.
+pub const DEFAULT_REWARD: &str = "relevance + novelty:population + 0.1*fluency + 0.5*length(30)";
 
 impl SearchConfig {
     /// The defaults for a model of `num_layers` layers: layer at ~27% of the depth (the

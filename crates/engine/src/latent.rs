@@ -6,6 +6,12 @@
 //! ([`Shaping::PerDim`]); `rms(h)` is the RMS of the hidden states entering the layer over
 //! the prompt. For `z ~ N(0, I)` and isotropic shaping the perturbation's RMS per
 //! dimension is then `s * rms(h)`, so `s` means the same on every model and layer.
+//!
+//! A latent is used by its direction: `z` is rescaled to norm `sqrt(m)` (the typical norm
+//! of `N(0, I_m)`) before it is decoded. The scale is calibrated for that norm, so every
+//! candidate perturbs the model by about the target KL; without this, an optimiser that
+//! averages latents (Diffusion Evolution's x0 estimate, a CMA-ES mean) shrinks them toward
+//! zero and the perturbation, and the variety, vanish over the rounds.
 
 use candle_core::{Device, Tensor};
 use nalgebra::{DMatrix, SymmetricEigen};
@@ -74,13 +80,20 @@ impl LatentMap {
         self.rows.len()
     }
 
-    /// The perturbations `s * M z` of a population of latents, `[population, hidden]` (f32).
+    /// The perturbations `s * M (sqrt(m) z / |z|)` of a population of latents,
+    /// `[population, hidden]` (f32); `z = 0` gives no perturbation.
     pub fn deltas(&self, latents: &[Vec<f64>], scale: f64, device: &Device) -> Result<Tensor> {
         let mut out = Vec::with_capacity(latents.len() * self.hidden);
+        let typical = (self.rows.len() as f64).sqrt();
         for z in latents {
+            let norm = z.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let unit = if norm > 0.0 { typical / norm } else { 0.0 };
             let mut delta = vec![0.0f64; self.hidden];
             for (zj, row) in z.iter().zip(&self.rows) {
-                delta.iter_mut().zip(row).for_each(|(d, r)| *d += scale * zj * r);
+                delta
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(d, r)| *d += scale * zj * unit * r);
             }
             out.extend(delta.into_iter().map(|v| v as f32));
         }
@@ -218,8 +231,9 @@ mod tests {
             .map(|i| (0..d).map(|k| ((i + k) % 3) as f64 - 1.0).collect())
             .collect();
         let map = LatentMap::new(&hidden, random_basis(d, d, 0).unwrap(), Shaping::Isotropic).unwrap();
-        // With a full basis, |B z| = |z| exactly: a unit-RMS z gives RMS s * rms(h).
-        let z = vec![vec![1.0; d]];
+        // With a full basis, |B z| = |z| exactly: z of norm sqrt(m) gives RMS s * rms(h), and
+        // any other norm is rescaled to it.
+        let z = vec![vec![3.0; d]];
         let delta = map
             .deltas(&z, 0.5, &Device::Cpu)
             .unwrap()

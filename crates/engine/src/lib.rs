@@ -29,23 +29,32 @@
 //! 8. **Selection**: near-duplicates merged (embedding cosine ≥ `dedup_threshold`) and
 //!    `ideas` picked by maximal marginal relevance over every unmasked candidate.
 //!
-//! ```no_run
+//! A whole search on a tiny fixture model (its random weights write gibberish, so most
+//! candidates are masked as degenerate; with the default model the same code prints
+//! ideas):
+//!
+//! ```
 //! use latentevo_engine::{Engine, StrategyKind};
 //! use latentevo_reward::Embedder;
-//! let model = latentevo_model::load("models/tiny/mixtral", &Default::default())?;
-//! let embedder = Embedder::load("models/tiny/minilm".as_ref(), &candle_core::Device::Cpu)?;
-//! let engine = Engine::new(model, embedder)?;
+//! let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+//! let model = latentevo_model::load(&format!("{repo}/models/tiny/qwen3_moe"), &Default::default())?;
+//! let embedder = Embedder::load(format!("{repo}/models/tiny/minilm").as_ref(), &candle_core::Device::Cpu)?;
+//! let engine = Engine::new(model, embedder)?; // load once, search many times
 //! let result = engine
 //!     .search("Give me three unusual uses for a brick.")
 //!     .population(8)
 //!     .rounds(3)
+//!     .max_new_tokens(8)
 //!     .strategy(StrategyKind::DiffEvo)
 //!     .on_round(|r| {
-//!         println!("round {}: mean reward {:.3}", r.stats.round, r.stats.mean_reward);
+//!         println!("round {}: mean reward {:.3}, diversity {:.3}", r.stats.round, r.stats.mean_reward, r.stats.diversity);
 //!         std::ops::ControlFlow::Continue(())
 //!     })
 //!     .run()?;
-//! println!("{}", result.ideas[0].text);
+//! assert_eq!(result.candidates.len(), 24);
+//! for idea in &result.ideas {
+//!     println!("{:.3}  {}", idea.reward, idea.text);
+//! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
@@ -61,5 +70,5 @@ mod search;
 
 pub use config::{Basis, Inject, RoutingPolicy, Scale, SearchConfig, Shaping, StrategyKind, DEFAULT_REWARD};
 pub use error::{EngineError, Result};
-pub use result::{Calibration, Candidate, Idea, RoundStats, RoundTimings, SearchResult};
+pub use result::{Calibration, Candidate, Idea, IdeaSetStats, RoundStats, RoundTimings, SearchResult};
 pub use search::{Engine, RoundReport, Search};

@@ -92,6 +92,24 @@ pub struct Idea {
     pub latent: Vec<f64>,
 }
 
+/// Diversity and quality of a set of ideas.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdeaSetStats {
+    /// Ideas in the set.
+    pub count: usize,
+    /// Distinct ideas: groups of a greedy partition at the search's `dedup_threshold`
+    /// (embedding cosine), as NoveltyBench counts distinct generations.
+    pub distinct: usize,
+    /// Mean pairwise embedding distance (1 - cosine).
+    pub mean_pairwise_distance: f64,
+    /// Vendi score of the embeddings (the effective number of different ideas).
+    pub vendi: f64,
+    /// Mean fluency (log-prob per token under the unperturbed model).
+    pub mean_fluency: f64,
+    /// Mean reward.
+    pub mean_reward: f64,
+}
+
 /// How the perturbation scale was set.
 #[derive(Debug, Clone, Serialize)]
 pub struct Calibration {
@@ -122,6 +140,8 @@ pub struct SearchResult {
     pub rounds: Vec<RoundStats>,
     /// The selected ideas, best first.
     pub ideas: Vec<Idea>,
+    /// Diversity and quality of the selected ideas.
+    pub idea_stats: IdeaSetStats,
     /// Every candidate of every round.
     pub candidates: Vec<Candidate>,
     /// Whether the search was stopped before its last round (by the callback).

@@ -17,7 +17,7 @@ use crate::config::{Basis, Inject, RoutingPolicy, Scale, SearchConfig, StrategyK
 use crate::error::{EngineError, Result};
 use crate::latent::{pca_basis, random_basis, weights_basis, LatentMap};
 use crate::optimizer::Optimizer;
-use crate::result::{Calibration, Candidate, Idea, RoundStats, RoundTimings, SearchResult};
+use crate::result::{Calibration, Candidate, Idea, IdeaSetStats, RoundStats, RoundTimings, SearchResult};
 use crate::scoring::{score_round, RoundInputs};
 
 /// What the per-round callback sees.
@@ -33,18 +33,7 @@ pub struct RoundReport<'a> {
 
 /// A loaded model and sentence embedder, ready for many searches.
 ///
-/// ```no_run
-/// use latentevo_engine::Engine;
-/// use latentevo_reward::Embedder;
-/// let model = latentevo_model::load("models/tiny/mixtral", &Default::default())?;
-/// let embedder = Embedder::load("models/tiny/minilm".as_ref(), &candle_core::Device::Cpu)?;
-/// let engine = Engine::new(model, embedder)?;
-/// let result = engine.search("Give me an idea").population(4).rounds(2).max_new_tokens(8).run()?;
-/// for idea in &result.ideas {
-///     println!("{:.3}  {}", idea.reward, idea.text);
-/// }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
+/// See the crate docs for a complete example.
 pub struct Engine {
     loaded: LoadedModel,
     embedder: Embedder,
@@ -320,7 +309,7 @@ impl Engine {
 
         // 5. Selection over every unmasked candidate.
         let (candidates, embeddings): (Vec<Candidate>, Vec<Vec<f32>>) = pool.into_iter().unzip();
-        let ideas = select_ideas(&candidates, &embeddings, cfg);
+        let (ideas, idea_stats) = select_ideas(&candidates, &embeddings, cfg);
         if ideas.is_empty() {
             warnings.push("every candidate was masked: no ideas to show (try a smaller --kl-target)".into());
         }
@@ -331,6 +320,7 @@ impl Engine {
             calibration,
             rounds,
             ideas,
+            idea_stats,
             candidates,
             stopped_early,
             seconds: started.elapsed().as_secs_f64(),
@@ -537,7 +527,11 @@ fn round_stats(
     }
 }
 
-fn select_ideas(candidates: &[Candidate], embeddings: &[Vec<f32>], cfg: &SearchConfig) -> Vec<Idea> {
+fn select_ideas(
+    candidates: &[Candidate],
+    embeddings: &[Vec<f32>],
+    cfg: &SearchConfig,
+) -> (Vec<Idea>, IdeaSetStats) {
     let rewards: Vec<f64> = candidates
         .iter()
         .map(|c| match (c.masked.as_ref(), c.reward) {
@@ -545,26 +539,44 @@ fn select_ideas(candidates: &[Candidate], embeddings: &[Vec<f32>], cfg: &SearchC
             _ => f64::NAN,
         })
         .collect();
-    latentevo_reward::select_diverse(
+    let chosen = latentevo_reward::select_diverse(
         &rewards,
         embeddings,
         cfg.ideas,
         cfg.dedup_threshold,
         cfg.mmr_lambda,
-    )
-    .into_iter()
-    .map(|i| {
-        let c = &candidates[i];
-        Idea {
-            text: c.text.clone(),
-            reward: rewards[i],
-            terms: c.terms.clone(),
-            fluency: c.fluency,
-            kl: c.kl,
-            round: c.round,
-            index: c.index,
-            latent: c.latent.clone(),
+    );
+    let ideas: Vec<Idea> = chosen
+        .iter()
+        .map(|&i| {
+            let c = &candidates[i];
+            Idea {
+                text: c.text.clone(),
+                reward: rewards[i],
+                terms: c.terms.clone(),
+                fluency: c.fluency,
+                kl: c.kl,
+                round: c.round,
+                index: c.index,
+                latent: c.latent.clone(),
+            }
+        })
+        .collect();
+    let chosen_embeddings: Vec<Vec<f32>> = chosen.iter().map(|&i| embeddings[i].clone()).collect();
+    let mean = |values: Vec<f64>| {
+        if values.is_empty() {
+            f64::NAN
+        } else {
+            values.iter().sum::<f64>() / values.len() as f64
         }
-    })
-    .collect()
+    };
+    let stats = IdeaSetStats {
+        count: ideas.len(),
+        distinct: latentevo_reward::metrics::distinct_ideas(&chosen_embeddings, cfg.dedup_threshold),
+        mean_pairwise_distance: latentevo_reward::metrics::mean_pairwise_distance(&chosen_embeddings),
+        vendi: latentevo_reward::metrics::vendi_score(&chosen_embeddings),
+        mean_fluency: mean(ideas.iter().map(|i| i.fluency).collect()),
+        mean_reward: mean(ideas.iter().map(|i| i.reward).collect()),
+    };
+    (ideas, stats)
 }
