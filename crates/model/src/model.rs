@@ -710,7 +710,7 @@ impl Model {
             }
         };
         let x = self.norm.forward(&x)?;
-        let logits = x.broadcast_matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?;
+        let logits = crate::layers::matmul_wt(&x, &self.lm_head)?.to_dtype(DType::F32)?;
         let logits = if self.cfg.logits_scaling != 1.0 {
             (logits / self.cfg.logits_scaling)?
         } else {
