@@ -1,7 +1,7 @@
 //! From a latent `z` (dimension `m`) to a perturbation of the residual stream:
 //! `delta = s * rms(h) * sqrt(d / m) * shape ⊙ (B z)`.
 //!
-//! `B` (`d x m`, orthonormal columns) is the [`Basis`]; `shape` is 1 (isotropic) or each
+//! `B` (`d x m`, orthonormal columns) is the [`Basis`](crate::Basis); `shape` is 1 (isotropic) or each
 //! hidden dimension's standard deviation over the prompt's positions, normalised to RMS 1
 //! ([`Shaping::PerDim`]); `rms(h)` is the RMS of the hidden states entering the layer over
 //! the prompt. For `z ~ N(0, I)` and isotropic shaping the perturbation's RMS per
