@@ -186,6 +186,8 @@ def main():
     p.add_argument("--repeats", type=int, default=2, help="timed repeats after one warm-up")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for both (RAYON_NUM_THREADS / torch.set_num_threads)")
+    p.add_argument("--rust-bin", default=None,
+                   help="the round bench executable (default: build it with cargo)")
     p.add_argument("--rust-only", action="store_true")
     p.add_argument("--transformers-only", action="store_true")
     p.add_argument("--json", action="store_true", help="also print one JSON object per population")
@@ -204,7 +206,7 @@ def main():
 
     ours = theirs = None
     if not args.transformers_only:
-        exe = build_rust()
+        exe = args.rust_bin or build_rust()
         ours = rust_round(exe, args, threads)
     if not args.rust_only:
         cmd = [sys.executable, os.path.abspath(__file__), "--child"] + [a for a in sys.argv[1:]]
