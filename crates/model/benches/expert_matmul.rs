@@ -38,9 +38,15 @@ fn main() -> Result<()> {
         q(&up, GgmlDType::Q8_0)?,
         q(&down, GgmlDType::Q8_0)?,
     );
-    for m in [8usize, 16, 64, 272] {
+    for m in [8usize, 16, 64, 272, 544, 1088] {
         let x = Tensor::randn(0f32, 1.0, (m, h), &dev)?;
-        let reps = if m > 64 { 10 } else { 30 };
+        let reps = if m > 300 {
+            4
+        } else if m > 64 {
+            10
+        } else {
+            30
+        };
         let now = best(reps, || {
             let g = x.matmul(&gate.t()?)?;
             let u = x.matmul(&up.t()?)?;
