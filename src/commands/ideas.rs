@@ -268,11 +268,17 @@ fn print_human(r: &SearchResult) {
         println!("(stopped early)");
     }
     println!();
+    let st = &r.idea_stats;
     println!(
-        "Ideas ({} of {} candidates, {:.0} s):",
+        "Ideas ({} of {} candidates, {:.0} s): {} distinct at cosine {}, mean distance {:.3}, Vendi {:.2}, fluency {:.2}",
         r.ideas.len(),
         r.candidates.len(),
-        r.seconds
+        r.seconds,
+        st.distinct,
+        c.dedup_threshold,
+        st.mean_pairwise_distance,
+        st.vendi,
+        st.mean_fluency
     );
     for (i, idea) in r.ideas.iter().enumerate() {
         let terms: Vec<String> = idea.terms.iter().map(|(n, v)| format!("{n} {v:.3}")).collect();
