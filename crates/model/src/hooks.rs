@@ -116,17 +116,26 @@ impl Routing {
     /// The routes of positions `0..end` only (e.g. the prompt's part of a generation's
     /// record, to lock a population that writes its own continuations).
     pub fn before(&self, end: usize) -> Routing {
+        self.map_rows(|routes| routes.iter().filter(|r| r.position < end).cloned().collect())
+    }
+
+    /// A routing of the same layers and rows whose route lists are `f` of this one's.
+    ///
+    /// ```
+    /// use latentevo_model::{LayerRouting, Routing, TokenRoute};
+    /// let route = TokenRoute { position: 0, experts: vec![1, 2], weights: vec![0.5, 0.5] };
+    /// let r = Routing { layers: vec![LayerRouting { layer: 3, rows: vec![vec![route]] }] };
+    /// let none = r.map_rows(|_| Vec::new());
+    /// assert!(none.layers[0].rows[0].is_empty());
+    /// ```
+    pub fn map_rows(&self, f: impl Fn(&[TokenRoute]) -> Vec<TokenRoute>) -> Routing {
         Routing {
             layers: self
                 .layers
                 .iter()
                 .map(|l| LayerRouting {
                     layer: l.layer,
-                    rows: l
-                        .rows
-                        .iter()
-                        .map(|routes| routes.iter().filter(|r| r.position < end).cloned().collect())
-                        .collect(),
+                    rows: l.rows.iter().map(|routes| f(routes)).collect(),
                 })
                 .collect(),
         }

@@ -13,8 +13,7 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
 use latentevo_model::{
-    Hooks, LayerRouting, LoadOptions, LogitsMode, Model, ModelConfig, Routing, RoutingLock, TokenBatch,
-    TokenRoute,
+    Hooks, LoadOptions, LogitsMode, Model, ModelConfig, Routing, RoutingLock, TokenBatch, TokenRoute,
 };
 use serde_json::Value as Json;
 
@@ -131,29 +130,16 @@ fn kl_and_top1(p: &Tensor, q: &Tensor) -> Result<(f64, usize)> {
 
 /// Every expert id `e` of a recorded routing becomes `(e + k) mod E`.
 pub fn reroute(free: &Routing, experts: u32, k: u32) -> Routing {
-    Routing {
-        layers: free
-            .layers
+    free.map_rows(|routes| {
+        routes
             .iter()
-            .map(|l| LayerRouting {
-                layer: l.layer,
-                rows: l
-                    .rows
-                    .iter()
-                    .map(|routes| {
-                        routes
-                            .iter()
-                            .map(|r| TokenRoute {
-                                position: r.position,
-                                experts: r.experts.iter().map(|e| (e + k) % experts).collect(),
-                                weights: r.weights.clone(),
-                            })
-                            .collect()
-                    })
-                    .collect(),
+            .map(|r| TokenRoute {
+                position: r.position,
+                experts: r.experts.iter().map(|e| (e + k) % experts).collect(),
+                weights: r.weights.clone(),
             })
-            .collect(),
-    }
+            .collect()
+    })
 }
 
 /// Parameter and compute accounting of a checkpoint's tensors (HF names).
