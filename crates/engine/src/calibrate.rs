@@ -9,14 +9,12 @@
 //! `KL(s)` is within [`TOLERANCE`] of the target (relative), or the iterations run out
 //! (the closest scale found is used, and its KL is reported).
 
-use latentevo_model::{
-    kl_divergence, Hooks, LockWeights, LogitsMode, Model, Perturbation, Positions, RoutingLock, TokenBatch,
-};
+use latentevo_model::{kl_divergence, Hooks, LogitsMode, Model, Perturbation, Positions, TokenBatch};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::config::{RoutingPolicy, SearchConfig};
+use crate::config::SearchConfig;
 use crate::error::Result;
 use crate::latent::LatentMap;
 use crate::result::Calibration;
@@ -93,17 +91,7 @@ pub(crate) fn calibrate(
         .logits
         .expect("LogitsMode::All returns logits")
         .narrow(1, first, count)?;
-    let lock = match cfg.routing {
-        RoutingPolicy::Free => None,
-        policy => Some(RoutingLock {
-            weights: if policy == RoutingPolicy::Lock {
-                LockWeights::Recompute
-            } else {
-                LockWeights::Replay
-            },
-            ..RoutingLock::new(base.routing.unwrap_or_default())
-        }),
-    };
+    let lock = cfg.routing.lock(base.routing.unwrap_or_default());
     let probe_prefix = prefix.repeat(probes)?;
     let base_logits = base_logits.repeat((probes, 1, 1))?;
     let evaluations = std::cell::Cell::new(0usize);

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use latentevo_model::{LockWeights, Routing, RoutingLock};
 use latentevo_reward::RewardSpec;
 use serde::Serialize;
 
@@ -54,6 +55,21 @@ pub enum RoutingPolicy {
     LockWeights,
     /// The perturbed router chooses.
     Free,
+}
+
+impl RoutingPolicy {
+    /// The lock this policy puts on `recorded` (none under `free`).
+    pub fn lock(self, recorded: Routing) -> Option<RoutingLock> {
+        let weights = match self {
+            RoutingPolicy::Free => return None,
+            RoutingPolicy::Lock => LockWeights::Recompute,
+            RoutingPolicy::LockWeights => LockWeights::Replay,
+        };
+        Some(RoutingLock {
+            weights,
+            ..RoutingLock::new(recorded)
+        })
+    }
 }
 
 /// The optimiser of the latents.

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use latentevo_model::{
-    GenerationConfig, Hooks, LoadedModel, LockWeights, Perturbation, Positions, Routing, RoutingLock,
-    Sampling, ShadowedOutput, TokenBatch,
+    GenerationConfig, Hooks, LoadedModel, Perturbation, Positions, Routing, Sampling, ShadowedOutput,
+    TokenBatch,
 };
 use latentevo_reward::{Embedder, RewardSpec};
 
@@ -153,17 +153,7 @@ impl Engine {
             Inject::Prompt => Positions::prefix(prompt_ids.len()),
             Inject::All => Positions::All,
         };
-        let lock = match cfg.routing {
-            RoutingPolicy::Free => None,
-            RoutingPolicy::Lock | RoutingPolicy::LockWeights => Some(RoutingLock {
-                weights: if cfg.routing == RoutingPolicy::Lock {
-                    LockWeights::Recompute
-                } else {
-                    LockWeights::Replay
-                },
-                ..RoutingLock::new(prompt_routing.clone())
-            }),
-        };
+        let lock = cfg.routing.lock(prompt_routing.clone());
 
         // 3. The scale: given, or calibrated to the KL target (cached per prompt and setting).
         let calibration = match cfg.scale {
