@@ -138,8 +138,7 @@ pub fn load(spec: &str, options: &LoadOptions) -> Result<LoadedModel> {
 
 fn load_gguf_file(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let checkpoint = crate::gguf::load_gguf(path, &options.device, options.resolved_dtype())?;
-    let cfg = ModelConfig::from_json(&checkpoint.config, path)?;
-    let model = model_from_tensors(&cfg, checkpoint.tensors, options, path)?;
+    let model = model_from_tensors(&checkpoint.config, checkpoint.tensors, options, path)?;
     Ok(LoadedModel {
         model,
         tokenizer: Some(checkpoint.tokenizer),
@@ -165,7 +164,7 @@ pub fn inspect(spec: &str, options: &LoadOptions) -> Result<CheckpointInfo> {
     let path = Path::new(spec);
     if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
         let file = crate::gguf::GgufFile::open(path)?;
-        let config = ModelConfig::from_json(&file.hf_config()?, path)?;
+        let config = file.model_config()?;
         let tokenizer = file.tokenizer()?;
         return Ok(CheckpointInfo {
             source: path.to_path_buf(),

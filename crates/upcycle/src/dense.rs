@@ -125,10 +125,10 @@ pub struct DenseCheckpoint {
 pub fn load_dense(path: &Path) -> Result<DenseCheckpoint> {
     if path.is_file() {
         let ck = latentevo_model::gguf::load_gguf(path, &Device::Cpu, DType::F32)?;
-        let dims = DenseDims::from_config(&ck.config, path)?;
+        let dims = DenseDims::from_config(&ck.hf_config, path)?;
         let sha256 = crate::hash::sha256_file(path)?;
         let dense = DenseCheckpoint {
-            config: ck.config,
+            config: ck.hf_config,
             dims,
             tensors: ck.tensors,
             tokenizer: Some(ck.tokenizer),
