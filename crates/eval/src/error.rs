@@ -83,7 +83,7 @@ pub enum EvalError {
         /// The method's label.
         method: String,
         /// The engine's complaint.
-        source: latentevo_engine::EngineError,
+        source: Box<latentevo_engine::EngineError>,
     },
     /// The search failed.
     #[error("{item}: {source}")]
@@ -91,7 +91,7 @@ pub enum EvalError {
         /// The item (`set/prompt-id method`).
         item: String,
         /// The engine's error.
-        source: latentevo_engine::EngineError,
+        source: Box<latentevo_engine::EngineError>,
     },
     /// Embedding the ideas failed.
     #[error(transparent)]
@@ -121,7 +121,7 @@ impl EvalError {
             | EvalError::ConfigMismatch { .. }
             | EvalError::MethodConfig { .. } => true,
             EvalError::Engine { source, .. } => {
-                matches!(source, latentevo_engine::EngineError::InvalidConfig { .. })
+                matches!(**source, latentevo_engine::EngineError::InvalidConfig { .. })
             }
             _ => false,
         }

@@ -49,8 +49,7 @@ use serde::Serialize;
 use crate::error::{EvalError, Result};
 
 /// The kinds of method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MethodKind {
     /// The search: Diffusion Evolution of the latents.
     DiffEvo,
@@ -115,6 +114,13 @@ impl FromStr for MethodKind {
                 )))
             }
         })
+    }
+}
+
+impl Serialize for MethodKind {
+    /// As its name in specs (`diffevo`, `best-of-n`, ...).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 

@@ -256,7 +256,7 @@ impl Plan {
                 .validate(num_layers)
                 .map_err(|source| EvalError::MethodConfig {
                     method: m.label.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         Ok(())

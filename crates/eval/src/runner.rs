@@ -74,7 +74,7 @@ pub fn run_item(
         .run(&prompt.prompt, &cfg, &mut on_round)
         .map_err(|source| EvalError::Engine {
             item: key.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     if result.stopped_early {
         return Ok(None);

@@ -136,6 +136,11 @@ pub(crate) fn first_difference(a: &Value, b: &Value, path: String) -> Option<(St
             let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
             keys.sort();
             keys.dedup();
+            // Plain fields before nested objects: `configuration.seed` rather than
+            // `configuration.defaults.seed`.
+            let nested =
+                |k: &String| x.get(k).is_some_and(Value::is_object) || y.get(k).is_some_and(Value::is_object);
+            keys.sort_by_key(|k| nested(k));
             for k in keys {
                 let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
                 if let Some(d) = first_difference(va, vb, join(k)) {

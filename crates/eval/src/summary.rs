@@ -752,8 +752,11 @@ fn family(info: &MethodInfo) -> (String, String) {
     }
 }
 
+/// A point of a frontier with its label (`T=0.7`, `kl=0.05`).
+type LabelledPoint = (f64, f64, String);
+
 fn frontier_series(g: &GroupSummary, methods: &[MethodInfo], x: &str, y: &str) -> Vec<Series> {
-    let mut families: Vec<(String, Vec<(f64, f64, String)>)> = Vec::new();
+    let mut families: Vec<(String, Vec<LabelledPoint>)> = Vec::new();
     for m in methods {
         let Some(ms) = g.methods.iter().find(|s| s.method == m.label) else {
             continue;
@@ -889,6 +892,102 @@ mod tests {
             serde_json::json!({"scale": {"kl-target": 0.2}}),
         ));
         assert_eq!(l, ("diffevo[layer=5]".into(), "kl=0.2".into()));
+    }
+
+    /// A line with the given fluency, Vendi and mean reward of the K (everything else
+    /// neutral).
+    fn line(prompt: &str, method: &str, fluency: f64, vendi: f64, reward: f64) -> Record {
+        serde_json::from_value(serde_json::json!({
+            "set": "s", "prompt_id": prompt, "method": method, "prompt": "p", "seed": 0,
+            "method_spec": {}, "config": {"reward": "novelty"}, "reference": "r",
+            "calibration": {"target_kl": null, "scale": 0.0, "achieved_kl": null},
+            "budget": {"continuations": 4, "rounds": 2, "population": 2, "tokens": 10},
+            "ideas": [],
+            "metrics": {"count": 4, "best_reward": reward, "mean_reward": reward, "vendi": vendi,
+                "distinct_1": 1.0, "distinct_2": 1.0, "novelty": 0.5, "distinct_ideas": 3,
+                "mean_fluency": fluency, "mean_kl": 0.0, "masked_share": 0.0},
+            "pool": {"candidates": 4, "unmasked": 4, "vendi": vendi, "distinct_ideas": 3,
+                "mean_pairwise_distance": 0.5, "mean_fluency": fluency, "degenerate_share": 0.0},
+            "warnings": [],
+            "timing": {"search_seconds": 1.0, "item_seconds": 1.0, "calibration_evaluations": 0, "calibration_cached": false}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn matched_fluency_by_hand() {
+        let labels = ["best-of-n[t=0.3]", "best-of-n[t=1]", "diffevo"];
+        let manifest = Manifest {
+            format: 1,
+            version: "0".into(),
+            configuration: serde_json::json!({"seed": 0}),
+            plan: serde_json::json!({
+                "sets": [{"name": "s"}],
+                "items": 9,
+                "methods": labels.iter().map(|l| serde_json::json!({"label": l, "config": {}})).collect::<Vec<_>>(),
+            }),
+            shard: None,
+            items: 9,
+            results: "results.jsonl".into(),
+            merged_from: None,
+            prompt_problems: Vec::new(),
+            command: None,
+        };
+        let records = vec![
+            // Prompt a: sampling (-1, 2) and (-3, 6); at fluency -2 sampling's Vendi is 4.
+            // diffevo has 5: gain +1, a win. Reward: sampling (Vendi 2, reward 1) and
+            // (6, 3), so at Vendi 5 sampling's reward is 2.5; diffevo's 3 gains +0.5.
+            line("a", labels[0], -1.0, 2.0, 1.0),
+            line("a", labels[1], -3.0, 6.0, 3.0),
+            line("a", labels[2], -2.0, 5.0, 3.0),
+            // Prompt b: at fluency -1.5 sampling's Vendi is 3 + 0.25 * 4 = 4; diffevo's 3.5
+            // loses by 0.5. Reward at Vendi 3.5: 1 + 0.5/4 * 2 = 1.25; diffevo's 1 gains -0.25.
+            line("b", labels[0], -1.0, 3.0, 1.0),
+            line("b", labels[1], -3.0, 7.0, 3.0),
+            line("b", labels[2], -1.5, 3.5, 1.0),
+            // Prompt c: more fluent than every temperature: out of range, not extrapolated;
+            // its Vendi 3 is on sampling's Vendi range, where sampling's reward is 1: gain 0.
+            line("c", labels[0], -1.0, 3.0, 1.0),
+            line("c", labels[1], -3.0, 7.0, 3.0),
+            line("c", labels[2], -0.5, 3.0, 1.0),
+        ];
+        let s = summarize(
+            &manifest,
+            &records,
+            SummaryOptions {
+                resamples: 500,
+                seed: 1,
+            },
+        );
+        let m = &s.groups[0].matched;
+        assert!(m.unavailable.is_none());
+        assert_eq!(m.curve, labels[..2]);
+        let r = &m.rows[0];
+        assert_eq!(
+            (r.method.as_str(), r.inside, r.below, r.above),
+            ("diffevo", 2, 0, 1)
+        );
+        let close = |i: &Option<Interval>, v: f64| (i.unwrap().mean - v).abs() < 1e-12;
+        assert!(close(&r.vendi_gain, 0.25), "{:?}", r.vendi_gain); // (1 - 0.5) / 2
+        assert!(close(&r.sampling_vendi, 4.0));
+        assert!(close(&r.vendi, 4.25));
+        assert!(close(&r.win_rate, 0.5));
+        assert!(close(&r.distinct_gain, 0.0));
+        assert_eq!(r.reward_inside, 3);
+        assert!(close(&r.reward_gain, 0.25 / 3.0), "{:?}", r.reward_gain); // (0.5 - 0.25 + 0) / 3
+        let ci = r.vendi_gain.unwrap();
+        assert!(ci.low >= -0.5 - 1e-12 && ci.high <= 1.0 + 1e-12 && ci.low <= ci.high);
+        // One temperature only: n/a with the reason.
+        let few: Vec<Record> = records
+            .iter()
+            .filter(|r| r.method != labels[1])
+            .cloned()
+            .collect();
+        let mut m2 = manifest.clone();
+        m2.plan["methods"] = serde_json::json!([{"label": labels[0]}, {"label": labels[2]}]);
+        let s2 = summarize(&m2, &few, SummaryOptions::default());
+        let why = s2.groups[0].matched.unavailable.as_deref().unwrap();
+        assert!(why.contains("only best-of-n[t=0.3]"), "{why}");
     }
 
     #[test]
