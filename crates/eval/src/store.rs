@@ -403,6 +403,23 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_damaged_line_before_the_last_is_an_error_and_a_torn_last_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        std::fs::write(&path, "{\"set\": 1}\n{\"set\"").unwrap();
+        let e = read_results(&path).unwrap_err().to_string();
+        assert!(e.contains("r.jsonl:1: not a results record"), "{e}");
+        std::fs::write(&path, "{\"set\"").unwrap();
+        let r = read_results(&path).unwrap();
+        assert_eq!((r.lines.len(), r.good_len), (0, 0));
+        assert_eq!(r.torn.unwrap().0, 1);
+        assert!(read_results(&dir.path().join("missing.jsonl"))
+            .unwrap()
+            .lines
+            .is_empty());
+    }
+
+    #[test]
     fn differences_are_named_by_path() {
         let a = json!({"configuration": {"budget": 32, "seed": 0}, "plan": {"methods": [{"label": "x"}]}});
         let b = json!({"configuration": {"budget": 64, "seed": 0}, "plan": {"methods": [{"label": "x"}]}});

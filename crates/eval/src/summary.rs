@@ -246,6 +246,8 @@ pub struct Matched {
 pub struct GroupSummary {
     /// The set's name, or `all` for every set together.
     pub group: String,
+    /// Whether this is every set together.
+    pub combined: bool,
     /// Prompts in it.
     pub prompts: usize,
     /// Per method.
@@ -322,8 +324,14 @@ pub fn summarize(manifest: &Manifest, records: &[Record], options: SummaryOption
         .map(|s| (s.clone(), records.iter().filter(|r| &r.set == s).collect()))
         .collect();
     if sets.len() > 1 {
-        groups.push(("all".to_string(), records.iter().collect()));
+        // The combined group; named so that it cannot clash with a set's name.
+        let mut name = "all".to_string();
+        while sets.contains(&name) {
+            name.insert(0, '_');
+        }
+        groups.push((name, records.iter().collect()));
     }
+    let combined = sets.len() > 1;
     Summary {
         items: records.len(),
         planned_items: manifest.plan.get("items").and_then(Value::as_u64).unwrap_or(0) as usize,
@@ -332,7 +340,12 @@ pub fn summarize(manifest: &Manifest, records: &[Record], options: SummaryOption
         configuration: manifest.configuration.clone(),
         groups: groups
             .iter()
-            .map(|(name, recs)| group_summary(name, recs, &methods, options))
+            .enumerate()
+            .map(|(i, (name, recs))| {
+                let mut g = group_summary(name, recs, &methods, options);
+                g.combined = combined && i + 1 == groups.len();
+                g
+            })
             .collect(),
     }
 }
@@ -378,6 +391,7 @@ fn group_summary(
     }
     GroupSummary {
         group: name.to_string(),
+        combined: false,
         prompts: prompts.len(),
         methods: method_rows,
         matched: matched(name, records, methods, options),
@@ -594,7 +608,7 @@ pub fn markdown(summary: &Summary, manifest: &Manifest) -> String {
         );
     }
     for g in &summary.groups {
-        let title = if g.group == "all" {
+        let title = if g.combined {
             "All sets together".to_string()
         } else {
             format!("Set `{}`", g.group)
@@ -671,7 +685,7 @@ pub fn markdown(summary: &Summary, manifest: &Manifest) -> String {
         table(&mut out, &IDEA_METRICS, false);
         let _ = writeln!(out, "\n### The pool (every unmasked candidate) and the budget\n");
         table(&mut out, &POOL_METRICS, true);
-        if g.group != "all" {
+        if !g.combined {
             let _ = writeln!(
                 out,
                 "\nPlots: [frontier of the K](plots/{0}-frontier-ideas.png), [frontier of the pool](plots/{0}-frontier-pool.png), [reward against Vendi](plots/{0}-reward-vs-vendi.png).",
@@ -680,7 +694,8 @@ pub fn markdown(summary: &Summary, manifest: &Manifest) -> String {
         } else {
             let _ = writeln!(
                 out,
-                "\nRewards differ between sets (a set's prompts may bring their own), so reward means over all sets mix scales; the gains are differences within each prompt. Plots: [frontier of the K](plots/all-frontier-ideas.png), [frontier of the pool](plots/all-frontier-pool.png)."
+                "\nRewards differ between sets (a set's prompts may bring their own), so reward means over all sets mix scales; the gains are differences within each prompt. Plots: [frontier of the K](plots/{0}-frontier-ideas.png), [frontier of the pool](plots/{0}-frontier-pool.png).",
+                g.group
             );
         }
     }
@@ -807,7 +822,7 @@ pub fn write_summary(
     let methods = methods_of(manifest);
     for g in &summary.groups {
         let title = |what: &str| {
-            if g.group == "all" {
+            if g.combined {
                 format!("{what}, all sets ({} prompts)", g.prompts)
             } else {
                 format!("{what}, set {} ({} prompts)", g.group, g.prompts)
@@ -831,7 +846,7 @@ pub fn write_summary(
                 series: frontier_series(g, &methods, "pool_fluency", "pool_vendi"),
             },
         )?;
-        if g.group != "all" {
+        if !g.combined {
             let series: Vec<Series> = methods
                 .iter()
                 .map(|m| Series {

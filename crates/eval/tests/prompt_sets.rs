@@ -6,13 +6,19 @@ use latentevo_eval::PromptSet;
 use latentevo_reward::{degeneracy, Term};
 
 fn load(name: &str) -> PromptSet {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../prompts").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../prompts")
+        .join(name);
     PromptSet::load(&path).unwrap()
 }
 
 #[test]
 fn every_shipped_set_has_25_or_more_clean_prompts() {
-    for (file, name) in [("ideas.jsonl", "ideas"), ("dat.jsonl", "dat"), ("aut.jsonl", "aut")] {
+    for (file, name) in [
+        ("ideas.jsonl", "ideas"),
+        ("dat.jsonl", "dat"),
+        ("aut.jsonl", "aut"),
+    ] {
         let set = load(file);
         assert_eq!(set.name, name);
         assert!(set.prompts.len() >= 25, "{file}: {} prompts", set.prompts.len());
@@ -29,8 +35,16 @@ fn dat_prompts_are_scored_by_the_dat_term_and_ask_for_scorable_lists() {
     let set = load("dat.jsonl");
     for p in &set.prompts {
         let reward = p.reward.as_ref().unwrap_or_else(|| panic!("{}: no reward", p.id));
-        assert!(reward.terms.iter().any(|t| t.term == Term::Dat), "{}: {reward}", p.id);
-        assert!(p.prompt.contains("10") && p.prompt.to_lowercase().contains("comma"), "{}", p.id);
+        assert!(
+            reward.terms.iter().any(|t| t.term == Term::Dat),
+            "{}: {reward}",
+            p.id
+        );
+        assert!(
+            p.prompt.contains("10") && p.prompt.to_lowercase().contains("comma"),
+            "{}",
+            p.id
+        );
     }
     // The answer the prompts ask for: ten comma-separated nouns. The degeneracy test lets
     // it through and the dat term reads all ten words.
