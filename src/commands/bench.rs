@@ -148,7 +148,7 @@ fn round(args: &BenchArgs, model: &Model, prompt: &[u32]) -> Result<()> {
             let start = Instant::now();
             for first in (0..n).step_by(rows_per_call) {
                 let rows = rows_per_call.min(n - first);
-                let prefix = model.prefill_prefix(&batch, shared_layer, false)?;
+                let shared_prompt = model.run_lower_layers(&batch, shared_layer, false)?;
                 let delta = Tensor::randn(0f32, 0.05, (rows, hidden), model.device())?;
                 let perturb = Perturbation {
                     layer,
@@ -160,7 +160,7 @@ fn round(args: &BenchArgs, model: &Model, prompt: &[u32]) -> Result<()> {
                     lock: Some(&lock),
                     ..Hooks::default()
                 };
-                model.generate_shadowed(&prefix, &config, &hooks, None)?;
+                model.generate_shadowed(&shared_prompt, &config, &hooks, None)?;
             }
             if repeat > 0 {
                 best = best.min(start.elapsed().as_secs_f64());

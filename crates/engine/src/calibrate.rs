@@ -81,18 +81,18 @@ pub(crate) fn calibrate(
     let batch = TokenBatch::left_padded(std::slice::from_ref(&sequence), 0);
     let first = prompt.len() - 1;
     let count = reference.len().max(1);
-    let prefix = model.prefill_prefix(&batch, cfg.layer, true)?;
+    let shared_prompt = model.run_lower_layers(&batch, cfg.layer, true)?;
     let record = Hooks {
         record_routing: true,
         ..Hooks::default()
     };
-    let (base, _) = model.forward_prefix(&prefix, &record, LogitsMode::All)?;
+    let (base, _) = model.forward_upper_layers(&shared_prompt, &record, LogitsMode::All)?;
     let base_logits = base
         .logits
         .expect("LogitsMode::All returns logits")
         .narrow(1, first, count)?;
     let lock = cfg.routing.lock(base.routing.unwrap_or_default());
-    let probe_prefix = prefix.repeat(probes)?;
+    let probe_prompt = shared_prompt.repeat(probes)?;
     let base_logits = base_logits.repeat((probes, 1, 1))?;
     let evaluations = std::cell::Cell::new(0usize);
     let kl_at = |scale: f64| -> Result<f64> {
@@ -107,7 +107,7 @@ pub(crate) fn calibrate(
             lock: lock.as_ref(),
             ..Hooks::default()
         };
-        let (out, _) = model.forward_prefix(&probe_prefix, &hooks, LogitsMode::All)?;
+        let (out, _) = model.forward_upper_layers(&probe_prompt, &hooks, LogitsMode::All)?;
         let logits = out
             .logits
             .expect("LogitsMode::All returns logits")

@@ -20,7 +20,8 @@
 //!    the choice of an unperturbed *shadow* row decoded beside each candidate), `lock-weights`,
 //!    or `free`. The shadow also gives each token's base log-probability and the per-token
 //!    KL at no extra pass.
-//! 5. **Generation**: the population decodes together from the prompt's shared prefix.
+//! 5. **Generation**: the population decodes together from the prompt's shared pass through
+//!    the layers below L ([`latentevo_model::SharedPrompt`]).
 //! 6. **Reward** ([`latentevo_reward`]), then **fitness shaping**: group-relative
 //!    advantage `(r - mean) / std`; weight 0 for degenerate outputs, NaN rewards, failed
 //!    reward commands, and "lethal mutations" (negative advantage with mean k3 KL above

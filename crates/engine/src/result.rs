@@ -39,7 +39,7 @@ pub struct Candidate {
 /// Seconds spent in each phase of a round.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct RoundTimings {
-    /// The population's forward pass over the prompt from the shared prefix (perturbed
+    /// The population's forward pass over the prompt from the shared prompt pass (perturbed
     /// rows and their unperturbed shadows).
     pub prefill: f64,
     /// Decoding the continuations.

@@ -130,10 +130,10 @@ impl Engine {
         let reference_tokens = content_tokens(&reference.tokens, &stop);
         let prompt_routing = base.routing.unwrap_or_default().before(prompt_ids.len());
 
-        // 2. The shared prefix, the basis and the map from latents to perturbations.
+        // 2. The shared prompt pass (layers below L), the basis and the map from latents to perturbations.
         let prompt_batch = TokenBatch::left_padded(std::slice::from_ref(&prompt_ids), 0);
-        let prefix = model.prefill_prefix(&prompt_batch, cfg.layer, false)?;
-        let hidden: Vec<Vec<f64>> = prefix
+        let shared_prompt = model.run_lower_layers(&prompt_batch, cfg.layer, false)?;
+        let hidden: Vec<Vec<f64>> = shared_prompt
             .hidden()
             .squeeze(0)?
             .to_dtype(candle_core::DType::F64)?
@@ -150,7 +150,7 @@ impl Engine {
         };
         let map = LatentMap::new(&hidden, basis, cfg.shaping)?;
         let positions = match cfg.inject {
-            Inject::Prompt => Positions::prefix(prompt_ids.len()),
+            Inject::Prompt => Positions::first(prompt_ids.len()),
             Inject::All => Positions::All,
         };
         let lock = cfg.routing.lock(prompt_routing.clone());
@@ -262,7 +262,7 @@ impl Engine {
                 ..Hooks::default()
             };
             let out: ShadowedOutput = model.generate_shadowed(
-                &prefix,
+                &shared_prompt,
                 &generation_for(round),
                 &hooks,
                 self.loaded.tokenizer.as_ref(),

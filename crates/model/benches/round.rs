@@ -1,4 +1,5 @@
-//! One search round, timed: a shared prompt prefix, then a population of perturbed
+//! One search round, timed: the prompt's shared pass through the layers below the
+//! perturbed one (`Model::run_lower_layers`), then a population of perturbed
 //! candidates decoded greedily beside their unperturbed shadows, routing recorded on the
 //! prompt and locked at every MoE layer (`Model::generate_shadowed`). The same round as
 //! `latentevo bench --round`'s "shared prefix + batched" figure; `scripts/bench_round.py`
@@ -15,7 +16,7 @@
 //! Threads: `RAYON_NUM_THREADS` (candle's CPU kernels use rayon's pool).
 //!
 //! Prints one JSON object per population: best-of-`repeats` seconds of the whole round
-//! (prefill of the shared prefix included), of its prefill and decode parts, and the
+//! (the shared prompt pass included), of its prefill and decode parts, and the
 //! process's peak resident memory (`VmHWM`).
 
 use std::time::Instant;
@@ -89,7 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for repeat in 0..=repeats {
             latentevo_model::profile::reset();
             let start = Instant::now();
-            let prefix = model.prefill_prefix(&batch, layer, false)?;
+            let shared_prompt = model.run_lower_layers(&batch, layer, false)?;
             // A fixed perturbation (seeded per row) so that every repeat decodes the same tokens.
             let delta: Vec<f32> = (0..n * hidden)
                 .map(|i| (((i as u64 * 2654435761) % 1000) as f32 / 1000.0 - 0.5) * 0.1)
@@ -105,12 +106,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 lock: Some(&lock),
                 ..Hooks::default()
             };
-            let prefix_seconds = start.elapsed().as_secs_f64();
-            let out = model.generate_shadowed(&prefix, &config, &hooks, None)?;
+            let lower_seconds = start.elapsed().as_secs_f64();
+            let out = model.generate_shadowed(&shared_prompt, &config, &hooks, None)?;
             let total = start.elapsed().as_secs_f64();
             if repeat > 0 {
                 best = best.min(total);
-                best_prefill = best_prefill.min(prefix_seconds + out.prefill_seconds);
+                best_prefill = best_prefill.min(lower_seconds + out.prefill_seconds);
                 best_decode = best_decode.min(out.decode_seconds);
             }
             if latentevo_model::profile::enabled() && repeat > 0 {

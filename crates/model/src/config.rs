@@ -267,15 +267,7 @@ impl ModelConfig {
     /// ```
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| ModelError::ConfigSyntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        Self::from_json(&json, path)
+        Self::from_json(&read_json(path)?, path)
     }
 
     /// Parses an already-loaded `config.json`; `origin` names it in error messages.
@@ -451,6 +443,19 @@ impl ModelConfig {
         }
         (total, active)
     }
+}
+
+/// Reads a JSON file of a checkpoint (`config.json`, `model.safetensors.index.json`),
+/// naming the file when it cannot be read or does not parse.
+pub fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::ConfigSyntax {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 fn detect_family(f: &Fields) -> Result<Family> {

@@ -6,10 +6,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokenizers::Tokenizer;
 
+use crate::batch::TokenBatch;
+use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
 use crate::hooks::{Hooks, Perturbation, Routing, RoutingDrift, RoutingLock};
-use crate::model::{ForwardOutput, KvCache, LogitsMode, Model, Prefix, TokenBatch};
+use crate::model::{ForwardOutput, LogitsMode, Model};
 use crate::scoring::kl_divergence;
+use crate::shared_prompt::SharedPrompt;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,20 +137,20 @@ impl Model {
         Ok(self.decode_loop(first, cache, config, hooks, tokenizer, None)?.0)
     }
 
-    /// Generates from a shared prompt prefix (see [`Model::prefill_prefix`]): the layers
-    /// below the prefix's layer are not recomputed for the population.
-    pub fn generate_from_prefix(
+    /// Generates from a shared prompt pass (see [`Model::run_lower_layers`]): the layers
+    /// below its layer are not recomputed for the population.
+    pub fn generate_from_shared(
         &self,
-        prefix: &Prefix,
+        shared: &SharedPrompt,
         config: &GenerationConfig,
         hooks: &Hooks,
         tokenizer: Option<&Tokenizer>,
     ) -> Result<GenerationOutput> {
-        let (first, cache) = self.forward_prefix(prefix, hooks, LogitsMode::Last)?;
+        let (first, cache) = self.forward_upper_layers(shared, hooks, LogitsMode::Last)?;
         Ok(self.decode_loop(first, cache, config, hooks, tokenizer, None)?.0)
     }
 
-    /// Generates from a one-row prompt prefix for `hooks.perturb`'s rows, each decoded
+    /// Generates from a one-row shared prompt pass for `hooks.perturb`'s rows, each decoded
     /// beside an unperturbed *shadow* row that is fed the same tokens.
     ///
     /// The perturbation (`[rows, hidden]`, one vector per perturbed row) applies to the
@@ -169,17 +172,17 @@ impl Model {
     /// let base = model.generate(prompt.ids(), &GenerationConfig::default(),
     ///     &Hooks { record_routing: true, ..Hooks::default() }, None)?;
     /// let lock = RoutingLock::new(base.routing.unwrap());
-    /// let prefix = model.prefill_prefix(&prompt, 1, false)?;
+    /// let shared = model.run_lower_layers(&prompt, 1, false)?;
     /// let delta = Tensor::randn(0f32, 0.5, (4, model.config().hidden_size), model.device())?;
     /// let perturb = Perturbation { layer: 1, delta, positions: Positions::All };
     /// let hooks = Hooks { perturb: Some(&perturb), lock: Some(&lock), ..Hooks::default() };
-    /// let out = model.generate_shadowed(&prefix, &GenerationConfig::default(), &hooks, None)?;
+    /// let out = model.generate_shadowed(&shared, &GenerationConfig::default(), &hooks, None)?;
     /// assert_eq!(out.sequences.len(), 4);
     /// # Ok::<(), latentevo_model::ModelError>(())
     /// ```
     pub fn generate_shadowed(
         &self,
-        prefix: &Prefix,
+        shared: &SharedPrompt,
         config: &GenerationConfig,
         hooks: &Hooks,
         tokenizer: Option<&Tokenizer>,
@@ -210,7 +213,7 @@ impl Model {
         // shadow row (row `rows`) is computed and then copied to all `rows` shadows.
         let started = std::time::Instant::now();
         let (first, cache) = {
-            let single = prefix.repeat(rows + 1)?;
+            let single = shared.repeat(rows + 1)?;
             let zero = Tensor::zeros((1, hidden), perturb.delta.dtype(), perturb.delta.device())?;
             let with_shadow = Perturbation {
                 layer: perturb.layer,
@@ -226,7 +229,7 @@ impl Model {
                 lock: lock.as_ref(),
                 ..hooks.clone()
             };
-            let (first, cache) = self.forward_prefix(&single, &hooks, LogitsMode::Last)?;
+            let (first, cache) = self.forward_upper_layers(&single, &hooks, LogitsMode::Last)?;
             // Rows 0..rows stay, row `rows` becomes rows..2 * rows.
             let map: Vec<usize> = (0..rows).chain(std::iter::repeat_n(rows, rows)).collect();
             (first.select_rows(&map)?, cache.select_rows(&map)?)
@@ -406,7 +409,7 @@ pub struct ShadowedOutput {
     /// With `record_routing`: the routing of all `2 * rows` rows, perturbed rows first,
     /// then their shadows in the same order.
     pub routing: Option<Routing>,
-    /// Wall-clock seconds of the prompt's pass from the prefix (all rows).
+    /// Wall-clock seconds of the prompt's pass through the upper layers (all rows).
     pub prefill_seconds: f64,
     /// Wall-clock seconds of decoding.
     pub decode_seconds: f64,

@@ -23,11 +23,11 @@ pub enum Positions {
 }
 
 impl Positions {
-    /// Positions `0..end`: e.g. the prompt.
-    pub fn prefix(end: usize) -> Self {
+    /// The first `n` positions, `0..n`: e.g. the prompt.
+    pub fn first(n: usize) -> Self {
         Positions::Range {
             start: 0,
-            end: Some(end),
+            end: Some(n),
         }
     }
 
@@ -129,13 +129,30 @@ impl Routing {
     /// assert!(none.layers[0].rows[0].is_empty());
     /// ```
     pub fn map_rows(&self, f: impl Fn(&[TokenRoute]) -> Vec<TokenRoute>) -> Routing {
+        self.map_layers(|l| l.rows.iter().map(|routes| f(routes)).collect())
+    }
+
+    /// The routing whose row `j` is this one's row `map[j]`; a layer recorded with one row
+    /// (a prompt shared by a population) serves every row.
+    pub(crate) fn select_rows(&self, map: &[usize]) -> Routing {
+        self.map_layers(|l| {
+            if l.rows.len() == 1 {
+                vec![l.rows[0].clone(); map.len()]
+            } else {
+                map.iter().map(|&m| l.rows[m].clone()).collect()
+            }
+        })
+    }
+
+    /// A routing of the same layers whose rows are `f` of each layer.
+    fn map_layers(&self, f: impl Fn(&LayerRouting) -> Vec<Vec<TokenRoute>>) -> Routing {
         Routing {
             layers: self
                 .layers
                 .iter()
                 .map(|l| LayerRouting {
                     layer: l.layer,
-                    rows: l.rows.iter().map(|routes| f(routes)).collect(),
+                    rows: f(l),
                 })
                 .collect(),
         }

@@ -10,8 +10,9 @@
 //! - `record_routing`: the top-k experts and weights of every MoE layer and token ([`Routing`]);
 //! - [`RoutingLock`]: force recorded experts, with weights recomputed from the router or
 //!   replayed, reporting the [`RoutingDrift`] of the free router;
-//! - prefix reuse: [`Model::prefill_prefix`] runs the prompt through the layers below the
-//!   perturbed one once, [`Prefix::repeat`] shares it with the population.
+//! - sharing the prompt's pass: [`Model::run_lower_layers`] runs the prompt through the
+//!   layers below the perturbed one once, [`SharedPrompt::repeat`] shares it with the
+//!   population, and [`Model::forward_upper_layers`] runs the rest with the hooks.
 //!
 //! ```no_run
 //! use latentevo_model::{load, Hooks, LoadOptions, LogitsMode, Perturbation, Positions, TokenBatch};
@@ -21,16 +22,18 @@
 //! let model = &loaded.model;
 //! let prompt = TokenBatch::left_padded(&[loaded.encode("Give me an idea")?], 0);
 //! // Share layers 0..1 of the prompt with a population of 8, perturbed at layer 1.
-//! let prefix = model.prefill_prefix(&prompt, 1, true)?.repeat(8)?;
+//! let shared = model.run_lower_layers(&prompt, 1, true)?.repeat(8)?;
 //! let delta = Tensor::randn(0f32, 0.1, (8, model.config().hidden_size), model.device())?;
 //! let perturb = Perturbation { layer: 1, delta, positions: Positions::All };
 //! let hooks = Hooks { perturb: Some(&perturb), record_routing: true, ..Hooks::default() };
-//! let (out, _cache) = model.forward_prefix(&prefix, &hooks, LogitsMode::Last)?;
+//! let (out, _cache) = model.forward_upper_layers(&shared, &hooks, LogitsMode::Last)?;
 //! assert_eq!(out.logits.unwrap().dims(), &[8, model.config().vocab_size]);
 //! # Ok::<(), latentevo_model::ModelError>(())
 //! ```
 #![warn(missing_docs)]
 
+pub mod batch;
+pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod error;
@@ -41,8 +44,13 @@ mod layers;
 pub mod loading;
 pub mod model;
 pub mod profile;
+mod record;
+mod rows;
 pub mod scoring;
+pub mod shared_prompt;
 
+pub use batch::TokenBatch;
+pub use cache::KvCache;
 pub use chat::ChatTemplate;
 pub use config::{Family, ModelConfig, MoeConfig, QkNorm, SUPPORTED_ARCHITECTURES};
 pub use error::{ModelError, Result};
@@ -51,7 +59,9 @@ pub use hooks::{
     Hooks, LayerRouting, LockWeights, Perturbation, Positions, Routing, RoutingDrift, RoutingLock, TokenRoute,
 };
 pub use loading::{
-    inspect, load, load_dir, load_tokenizer, model_from_tensors, CheckpointInfo, LoadOptions, LoadedModel,
+    inspect, load, load_dir, load_tokenizer, model_from_tensors, read_safetensors_index, read_tensors,
+    read_tokenizer_config, safetensors_files, CheckpointInfo, LoadOptions, LoadedModel,
 };
-pub use model::{ForwardOutput, KvCache, LogitsMode, Model, Prefix, TokenBatch};
+pub use model::{ForwardOutput, LogitsMode, Model};
 pub use scoring::{gather_logprobs, kl_divergence};
+pub use shared_prompt::SharedPrompt;

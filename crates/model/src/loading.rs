@@ -1,11 +1,11 @@
 //! Finding and loading checkpoints: a local directory, a Hugging Face hub id, or a GGUF file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
@@ -138,8 +138,7 @@ pub fn load(spec: &str, options: &LoadOptions) -> Result<LoadedModel> {
 
 fn load_gguf_file(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let checkpoint = crate::gguf::load_gguf(path, &options.device, options.resolved_dtype())?;
-    let cfg = ModelConfig::from_json(&checkpoint.config, path)?;
-    let model = model_from_tensors(&cfg, checkpoint.tensors, options, path)?;
+    let model = model_from_tensors(&checkpoint.config, checkpoint.tensors, options, path)?;
     Ok(LoadedModel {
         model,
         tokenizer: Some(checkpoint.tokenizer),
@@ -165,7 +164,7 @@ pub fn inspect(spec: &str, options: &LoadOptions) -> Result<CheckpointInfo> {
     let path = Path::new(spec);
     if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
         let file = crate::gguf::GgufFile::open(path)?;
-        let config = ModelConfig::from_json(&file.hf_config()?, path)?;
+        let config = file.model_config()?;
         let tokenizer = file.tokenizer()?;
         return Ok(CheckpointInfo {
             source: path.to_path_buf(),
@@ -252,6 +251,12 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
 
 /// The chat template of a checkpoint directory's `tokenizer_config.json`, if any.
 fn read_chat_template(dir: &Path) -> Result<Option<ChatTemplate>> {
+    Ok(read_tokenizer_config(dir)?.and_then(|config| ChatTemplate::from_tokenizer_config(&config)))
+}
+
+/// A checkpoint directory's `tokenizer_config.json` (special tokens, chat template), if
+/// it has one.
+pub fn read_tokenizer_config(dir: &Path) -> Result<Option<serde_json::Value>> {
     let path = dir.join("tokenizer_config.json");
     if !path.is_file() {
         return Ok(None);
@@ -260,18 +265,18 @@ fn read_chat_template(dir: &Path) -> Result<Option<ChatTemplate>> {
         path: path.clone(),
         source: e,
     })?;
-    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Tokenizer {
+    let config = serde_json::from_str(&text).map_err(|e| ModelError::Tokenizer {
         path: path.clone(),
         message: format!("not valid JSON: {e}"),
     })?;
-    Ok(ChatTemplate::from_tokenizer_config(&config))
+    Ok(Some(config))
 }
 
 /// Builds a model from an in-memory config and tensors in Hugging Face naming
 /// (e.g. a converted GGUF or a freshly upcycled checkpoint).
 pub fn model_from_tensors(
     cfg: &ModelConfig,
-    tensors: std::collections::HashMap<String, candle_core::Tensor>,
+    tensors: HashMap<String, Tensor>,
     options: &LoadOptions,
     origin: &Path,
 ) -> Result<Model> {
@@ -296,26 +301,15 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     })
 }
 
-fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let index = dir.join("model.safetensors.index.json");
+/// The weight files of a checkpoint directory: the shards its
+/// `model.safetensors.index.json` lists (each checked to exist), else `model.safetensors`.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join(SAFETENSORS_INDEX);
     if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
-            path: index.clone(),
-            source,
-        })?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::ConfigSyntax {
-            path: index.clone(),
-            message: e.to_string(),
-        })?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| ModelError::MissingField {
-                path: index.clone(),
-                field: "weight_map".into(),
-            })?;
-        let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
-        let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
+        let files: Vec<PathBuf> = read_safetensors_index(&index)?
+            .into_iter()
+            .map(|n| dir.join(n))
+            .collect();
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {
             return Err(ModelError::Weights {
                 path: missing.clone(),
@@ -332,6 +326,44 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         spec: dir.display().to_string(),
         message: "no model.safetensors nor model.safetensors.index.json".into(),
     })
+}
+
+/// The name of a sharded checkpoint's index file.
+const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
+
+/// The shard file names a `model.safetensors.index.json` lists in its `weight_map`,
+/// sorted, each once.
+pub fn read_safetensors_index(index: &Path) -> Result<Vec<String>> {
+    let json = crate::config::read_json(index)?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::MissingField {
+            path: index.to_path_buf(),
+            field: "weight_map".into(),
+        })?;
+    let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    Ok(names.into_iter().map(String::from).collect())
+}
+
+/// Reads every tensor of a checkpoint's weight `files` (see [`safetensors_files`]) into
+/// memory, converted to `dtype` on `device`, under the checkpoint's own names.
+pub fn read_tensors(files: &[PathBuf], device: &Device, dtype: DType) -> Result<HashMap<String, Tensor>> {
+    let mut tensors = HashMap::new();
+    for file in files {
+        let weights_error = |e: candle_core::Error| ModelError::Weights {
+            path: file.clone(),
+            message: format!("not a valid safetensors file (truncated or damaged?): {e}"),
+        };
+        for (name, t) in candle_core::safetensors::load(file, device).map_err(weights_error)? {
+            let t = t.to_dtype(dtype).map_err(|e| ModelError::Weights {
+                path: file.clone(),
+                message: format!("tensor `{name}`: {e}"),
+            })?;
+            tensors.insert(name, t);
+        }
+    }
+    Ok(tensors)
 }
 
 fn looks_like_hub_id(spec: &str) -> bool {
@@ -395,22 +427,9 @@ fn fetch_from_hub(repo_id: &str, revision: &str) -> Result<PathBuf> {
     let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
     // Optional: a checkpoint without a tokenizer still runs on token ids.
     let _ = api_repo.get("tokenizer.json");
-    match api_repo.get("model.safetensors.index.json") {
+    match api_repo.get(SAFETENSORS_INDEX) {
         Ok(index) => {
-            let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
-                path: index.clone(),
-                source,
-            })?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| ModelError::ConfigSyntax {
-                    path: index.clone(),
-                    message: e.to_string(),
-                })?;
-            let names: BTreeSet<String> = json["weight_map"]
-                .as_object()
-                .map(|m| m.values().filter_map(|v| v.as_str().map(String::from)).collect())
-                .unwrap_or_default();
-            for name in names {
+            for name in read_safetensors_index(&index)? {
                 api_repo.get(&name).map_err(hub_error)?;
             }
         }
@@ -424,7 +443,7 @@ fn fetch_from_hub(repo_id: &str, revision: &str) -> Result<PathBuf> {
 fn cached_checkpoint(cached: &hf_hub::CacheRepo) -> Option<PathBuf> {
     let config = cached.get("config.json")?;
     let dir = config.parent()?.to_path_buf();
-    let complete = match cached.get("model.safetensors.index.json") {
+    let complete = match cached.get(SAFETENSORS_INDEX) {
         Some(_) => safetensors_files(&dir).is_ok(),
         None => cached.get("model.safetensors").is_some(),
     };

@@ -4,9 +4,10 @@
 
 use candle_core::{DType, IndexOp, Tensor, D};
 
+use crate::batch::TokenBatch;
 use crate::error::{ModelError, Result};
 use crate::hooks::Hooks;
-use crate::model::{LogitsMode, Model, TokenBatch};
+use crate::model::{LogitsMode, Model};
 
 /// `log softmax(logits)[target]` along the last dimension: `logits` is `[.., vocab]`,
 /// `targets` (u32) has the leading shape of `logits`; the result has that shape, in f32.

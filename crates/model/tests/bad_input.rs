@@ -191,7 +191,7 @@ fn out_of_range_requests_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("layer 99") && err.contains("2 layers"), "{err}");
-    let err = model.prefill_prefix(&batch, 5, false).unwrap_err().to_string();
+    let err = model.run_lower_layers(&batch, 5, false).unwrap_err().to_string();
     assert!(err.contains("layer 5"), "{err}");
     let wrong = Perturbation {
         layer: 0,

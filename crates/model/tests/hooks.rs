@@ -1,4 +1,4 @@
-//! The hooks: perturbation, routing record/replay with drift, prefix reuse, generation.
+//! The hooks: perturbation, routing record/replay with drift, the shared prompt pass, generation.
 
 mod common;
 
@@ -171,7 +171,7 @@ fn locked_routing_holds_under_perturbation_while_the_free_router_drifts() {
 }
 
 #[test]
-fn prefix_reuse_equals_the_full_pass() {
+fn shared_prompt_pass_equals_the_full_pass() {
     for family in FAMILIES {
         let loaded = load_fixture(family);
         let model = &loaded.model;
@@ -190,12 +190,14 @@ fn prefix_reuse_equals_the_full_pass() {
             lock: None,
             capture_ffn_inputs: false,
         };
-        let prefix = model
-            .prefill_prefix(&one, layer, true)
+        let shared_prompt = model
+            .run_lower_layers(&one, layer, true)
             .unwrap()
             .repeat(n)
             .unwrap();
-        let (shared, _) = model.forward_prefix(&prefix, &hooks, LogitsMode::All).unwrap();
+        let (shared, _) = model
+            .forward_upper_layers(&shared_prompt, &hooks, LogitsMode::All)
+            .unwrap();
         let population = TokenBatch::left_padded(&vec![prompt(); n], 0);
         let full = model
             .forward(&population, &mut model.new_cache(), &hooks, LogitsMode::All)
@@ -203,7 +205,7 @@ fn prefix_reuse_equals_the_full_pass() {
         let diff = max_abs_diff(shared.logits.as_ref().unwrap(), full.logits.as_ref().unwrap());
         assert!(
             diff < 1e-5,
-            "{family}: prefix reuse differs from the full pass by {diff}"
+            "{family}: the shared prompt pass differs from the full pass by {diff}"
         );
         assert_same_routing(
             shared.routing.as_ref().unwrap(),
@@ -287,7 +289,7 @@ fn greedy_generation_matches_transformers() {
 }
 
 #[test]
-fn generation_from_a_shared_prefix_equals_plain_generation() {
+fn generation_from_a_shared_prompt_equals_plain_generation() {
     let loaded = load_fixture("mixtral");
     let model = &loaded.model;
     let n = 3;
@@ -306,13 +308,13 @@ fn generation_from_a_shared_prefix_equals_plain_generation() {
         max_new_tokens: 6,
         ..GenerationConfig::default()
     };
-    let prefix = model
-        .prefill_prefix(&TokenBatch::left_padded(&[prompt()], 0), 1, true)
+    let shared_prompt = model
+        .run_lower_layers(&TokenBatch::left_padded(&[prompt()], 0), 1, true)
         .unwrap()
         .repeat(n)
         .unwrap();
     let shared = model
-        .generate_from_prefix(&prefix, &config, &hooks, None)
+        .generate_from_shared(&shared_prompt, &config, &hooks, None)
         .unwrap();
     let plain = model.generate(&vec![prompt(); n], &config, &hooks, None).unwrap();
     for (a, b) in shared.sequences.iter().zip(&plain.sequences) {

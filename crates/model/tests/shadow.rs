@@ -57,8 +57,8 @@ fn under_the_lock_perturbed_rows_use_the_base_models_experts_at_every_position()
         let lock = RoutingLock::new(base.routing.unwrap().before(prompt.len()));
         let layer = 1;
         let rows = 3;
-        let prefix = model
-            .prefill_prefix(
+        let shared_prompt = model
+            .run_lower_layers(
                 &TokenBatch::left_padded(std::slice::from_ref(&prompt), 0),
                 layer,
                 true,
@@ -75,7 +75,9 @@ fn under_the_lock_perturbed_rows_use_the_base_models_experts_at_every_position()
             record_routing: true,
             ..Hooks::default()
         };
-        let out = model.generate_shadowed(&prefix, &config, &hooks, None).unwrap();
+        let out = model
+            .generate_shadowed(&shared_prompt, &config, &hooks, None)
+            .unwrap();
         let routing = out.routing.as_ref().unwrap();
         assert!(
             out.drift.share() > 0.0,
@@ -132,8 +134,8 @@ fn without_the_lock_the_perturbed_router_may_leave_the_base_choice() {
     let loaded = load_fixture("mixtral");
     let model = &loaded.model;
     let prompt = prompt();
-    let prefix = model
-        .prefill_prefix(
+    let shared_prompt = model
+        .run_lower_layers(
             &TokenBatch::left_padded(std::slice::from_ref(&prompt), 0),
             1,
             false,
@@ -153,7 +155,9 @@ fn without_the_lock_the_perturbed_router_may_leave_the_base_choice() {
         max_new_tokens: 6,
         ..GenerationConfig::default()
     };
-    let out = model.generate_shadowed(&prefix, &config, &hooks, None).unwrap();
+    let out = model
+        .generate_shadowed(&shared_prompt, &config, &hooks, None)
+        .unwrap();
     let routing = out.routing.unwrap();
     let differs =
         (0..3).any(|row| experts_by_position(&routing, 1, row) != experts_by_position(&routing, 1, 3 + row));
@@ -169,8 +173,8 @@ fn a_zero_perturbation_has_zero_kl_and_the_base_models_tokens() {
     let loaded = load_fixture("qwen2_moe");
     let model = &loaded.model;
     let prompt = prompt();
-    let prefix = model
-        .prefill_prefix(
+    let shared_prompt = model
+        .run_lower_layers(
             &TokenBatch::left_padded(std::slice::from_ref(&prompt), 0),
             1,
             false,
@@ -189,7 +193,9 @@ fn a_zero_perturbation_has_zero_kl_and_the_base_models_tokens() {
         perturb: Some(&perturb),
         ..Hooks::default()
     };
-    let out = model.generate_shadowed(&prefix, &config, &hooks, None).unwrap();
+    let out = model
+        .generate_shadowed(&shared_prompt, &config, &hooks, None)
+        .unwrap();
     let plain = model
         .generate(std::slice::from_ref(&prompt), &config, &Hooks::default(), None)
         .unwrap();

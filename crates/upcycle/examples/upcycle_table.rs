@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use latentevo_upcycle::measure::{build_model, measure, size_of};
+use latentevo_upcycle::measure::{measure, size_of};
 use latentevo_upcycle::{
     calibrate, calibration_ids, load_dense, upcycle, Method, NoiseMode, RouterInit, UpcycleOptions,
     CALIBRATION_TEXT,
@@ -41,10 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t0.elapsed().as_secs_f64()
     );
 
-    let dense_model = build_model(&dense.config, &dense.tensors, Path::new(&args[0]))?;
+    let dense_model = dense.model()?;
     let t0 = Instant::now();
-    let base = measure(&dense_model, ids, window, false)?;
-    let dsize = size_of(&dense.tensors, dense.dims.tied, 1, 1);
+    let base = measure(dense_model, ids, window, false)?;
+    let dsize = size_of(&dense.tensors, dense.config.tie_word_embeddings, 1, 1);
     eprintln!("dense: {:.1}s", t0.elapsed().as_secs_f64());
     println!(
         "| variant | experts | top-k | noise | router | seed | params (M) | x dense | MACs/token (M) | x dense | ppl | x dense | KL rerouted (nats) | top-1 changed | ppl rerouted |"
@@ -57,7 +57,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         base.ppl
     );
     std::io::stdout().flush()?;
-    drop(dense_model);
     for v in &args[3..] {
         let parts: Vec<&str> = v.split(':').collect();
         if parts.len() < 3 {
@@ -85,9 +84,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let t0 = Instant::now();
         let moe = upcycle(&dense, &opts, Some(&calib), |_, _| {})?;
-        let model = build_model(&moe.config, &moe.tensors, Path::new("upcycled"))?;
-        let m = measure(&model, ids, window, true)?;
-        let size = size_of(&moe.tensors, dense.dims.tied, experts, top_k);
+        let model = moe.model()?;
+        let m = measure(model, ids, window, true)?;
+        let size = size_of(&moe.tensors, dense.config.tie_word_embeddings, experts, top_k);
         let r = m.routing.clone();
         println!(
             "| {} | {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1} | {:.2} | {:.3} | {:.3} | {} | {} | {} |",

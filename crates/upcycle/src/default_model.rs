@@ -167,7 +167,7 @@ fn build(
     ids.truncate(spec.calibration_tokens.max(2));
     let calib = calibrate(&dense, &ids, 512)?;
     pb.finish_and_clear();
-    let bar = crate::pipeline::layer_progress_bar(progress, dense.dims.layers);
+    let bar = crate::pipeline::layer_progress_bar(progress, dense.config.num_hidden_layers);
     let mut moe = upcycle(&dense, &spec.options, Some(&calib), |i, _| {
         bar.set_position(i as u64)
     })?;

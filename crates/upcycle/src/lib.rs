@@ -35,7 +35,7 @@ pub mod methods;
 pub mod pipeline;
 
 pub use checkpoint::{write_checkpoint, WriteOptions, PROVENANCE_FILE};
-pub use dense::{load_dense, DenseCheckpoint, DenseDims, SourceInfo};
+pub use dense::{load_dense, DenseCheckpoint, SourceInfo};
 pub use error::{AssetError, Result, UpcycleError};
 pub use methods::{
     calibrate, upcycle, Calibration, Method, MoeCheckpoint, NoiseMode, RouterInit, UpcycleOptions,

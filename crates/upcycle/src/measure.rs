@@ -7,29 +7,17 @@
 //! of the model core) — and comparing with the free pass: the mean KL divergence
 //! `KL(free || rerouted)` of the next-token distributions, the share of positions whose
 //! top-1 token changes, and the perplexity of the rerouted model.
+//!
+//! The models measured are [`crate::DenseCheckpoint::model`] and
+//! [`crate::MoeCheckpoint::model`] (or any loaded [`Model`]).
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
-use latentevo_model::{
-    Hooks, LoadOptions, LogitsMode, Model, ModelConfig, Routing, RoutingLock, TokenBatch, TokenRoute,
-};
-use serde_json::Value as Json;
+use latentevo_model::{Hooks, LogitsMode, Model, Routing, RoutingLock, TokenBatch, TokenRoute};
 
 use crate::dense::mean_nll;
 use crate::error::{CandleContext, Result};
-
-/// Builds the model core's decoder from an in-memory config and tensors (f32, CPU).
-pub fn build_model(config: &Json, tensors: &HashMap<String, Tensor>, origin: &Path) -> Result<Model> {
-    let cfg = ModelConfig::from_json(config, origin)?;
-    Ok(latentevo_model::model_from_tensors(
-        &cfg,
-        tensors.clone(),
-        &LoadOptions::default(),
-        origin,
-    )?)
-}
 
 /// Perplexity and routing sensitivity of one model over a text.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,15 +20,18 @@
 //! Both are deterministic given the seed.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
+use latentevo_model::{Model, ModelConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde_json::{json, Value as Json};
 
 use crate::cluster::{balanced_kmeans, ridge, spherical_kmeans};
-use crate::dense::DenseCheckpoint;
+use crate::dense::{cached_model, DenseCheckpoint};
 use crate::error::{CandleContext, Result, UpcycleError};
 
 /// How experts are made from the dense MLP.
@@ -218,7 +221,7 @@ pub fn calibrate(dense: &DenseCheckpoint, ids: &[u32], window: usize) -> Result<
         capture_ffn_inputs: true,
         ..Default::default()
     };
-    let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); dense.dims.layers];
+    let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); dense.config.num_hidden_layers];
     for chunk in ids.chunks(window) {
         let batch = latentevo_model::TokenBatch::left_padded(&[chunk.to_vec()], 0);
         let out = model.forward(
@@ -255,26 +258,38 @@ pub struct MoeCheckpoint {
     pub tokenizer_config: Option<Json>,
     /// The provenance record (source, sha256, method, options, seed).
     pub provenance: Json,
+    /// The decoder over `tensors`, built on first use ([`MoeCheckpoint::model`]).
+    model: OnceLock<Model>,
+}
+
+impl MoeCheckpoint {
+    /// The decoder of `latentevo-model` over these weights (f32, CPU; tensors shared, not
+    /// copied), built on the first call and reused after.
+    pub fn model(&self) -> Result<&Model> {
+        let origin = Path::new("(upcycled checkpoint in memory)");
+        let config = || Ok(ModelConfig::from_json(&self.config, origin)?);
+        cached_model(&self.model, config, &self.tensors, origin)
+    }
 }
 
 /// Builds the Mixtral `config.json` for an upcycled dense model.
 pub fn mixtral_config(dense: &DenseCheckpoint, opts: &UpcycleOptions) -> Json {
-    let d = &dense.dims;
+    let d = &dense.config;
     let expert_width = match opts.method {
-        Method::Copies => d.intermediate,
-        Method::Split => d.intermediate / opts.experts,
+        Method::Copies => d.intermediate_size,
+        Method::Split => d.intermediate_size / opts.experts,
     };
     let mut cfg = json!({
         "architectures": ["MixtralForCausalLM"],
         "model_type": "mixtral",
-        "hidden_size": d.hidden,
+        "hidden_size": d.hidden_size,
         "intermediate_size": expert_width,
-        "num_hidden_layers": d.layers,
-        "num_attention_heads": d.heads,
-        "num_key_value_heads": d.kv_heads,
+        "num_hidden_layers": d.num_hidden_layers,
+        "num_attention_heads": d.num_attention_heads,
+        "num_key_value_heads": d.num_key_value_heads,
         "head_dim": d.head_dim,
         "hidden_act": "silu",
-        "max_position_embeddings": dense.config["max_position_embeddings"].as_u64().unwrap_or(2048),
+        "max_position_embeddings": d.max_position_embeddings,
         "rms_norm_eps": d.rms_norm_eps,
         "rope_theta": d.rope_theta,
         "sliding_window": null,
@@ -284,13 +299,15 @@ pub fn mixtral_config(dense: &DenseCheckpoint, opts: &UpcycleOptions) -> Json {
         "output_router_logits": false,
         "router_aux_loss_coef": 0.02,
         "router_jitter_noise": 0.0,
-        "tie_word_embeddings": d.tied,
-        "vocab_size": d.vocab,
+        "tie_word_embeddings": d.tie_word_embeddings,
+        "vocab_size": d.vocab_size,
         "torch_dtype": "float32",
     });
+    // Carried over as they are: the model core reads them too, but a config written
+    // from them would change their form (a list of eos ids, the rope scaling's keys).
     for k in ["bos_token_id", "eos_token_id", "pad_token_id", "rope_scaling"] {
-        if !dense.config[k].is_null() {
-            cfg[k] = dense.config[k].clone();
+        if !dense.hf_config[k].is_null() {
+            cfg[k] = dense.hf_config[k].clone();
         }
     }
     cfg
@@ -304,8 +321,8 @@ pub fn upcycle(
     calibration: Option<&Calibration>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<MoeCheckpoint> {
-    let d = &dense.dims;
-    opts.validate(d.intermediate)?;
+    let (hidden, layers) = (dense.config.hidden_size, dense.config.num_hidden_layers);
+    opts.validate(dense.config.intermediate_size)?;
     let needs_data = opts.needs_calibration();
     let calib = match (needs_data, calibration) {
         (true, None) => {
@@ -316,11 +333,11 @@ pub fn upcycle(
         (_, c) => c,
     };
     if let Some(c) = calib {
-        if c.mlp_inputs.len() != d.layers {
+        if c.mlp_inputs.len() != layers {
             return Err(UpcycleError::Options(format!(
                 "calibration has {} layers, the model {}",
                 c.mlp_inputs.len(),
-                d.layers
+                layers
             )));
         }
     }
@@ -331,7 +348,7 @@ pub fn upcycle(
         }
     }
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    for l in 0..d.layers {
+    for l in 0..layers {
         let w = |s: &str| dense.tensor(&format!("model.layers.{l}.mlp.{s}.weight"));
         let (gate, up, down) = (w("gate_proj")?, w("up_proj")?, w("down_proj")?);
         let p = format!("model.layers.{l}.block_sparse_moe");
@@ -360,10 +377,10 @@ pub fn upcycle(
                         scale_router(&c, x, 1.0)?
                     }
                     _ => {
-                        let r = gaussian(&[opts.experts, d.hidden], &mut rng)?;
+                        let r = gaussian(&[opts.experts, hidden], &mut rng)?;
                         match x {
                             Some(x) => scale_router(&r, x, 1.0)?,
-                            None => (r / (d.hidden as f64).sqrt()).ctx(|| "router".into())?,
+                            None => (r / (hidden as f64).sqrt()).ctx(|| "router".into())?,
                         }
                     }
                 };
@@ -381,7 +398,7 @@ pub fn upcycle(
                 tensors.insert(format!("{p}.gate.weight"), router);
             }
         }
-        progress(l + 1, d.layers);
+        progress(l + 1, layers);
     }
     let config = mixtral_config(dense, opts);
     let provenance = json!({
@@ -407,6 +424,7 @@ pub fn upcycle(
         tokenizer: dense.tokenizer.clone(),
         tokenizer_config: dense.tokenizer_config.clone(),
         provenance,
+        model: OnceLock::new(),
     })
 }
 

@@ -63,7 +63,7 @@ pub fn run_upcycle(req: &UpcycleRequest, progress: bool) -> Result<UpcycleSummar
     };
     say(&format!("loading {}", req.from.display()));
     let dense = load_dense(&req.from)?;
-    req.options.validate(dense.dims.intermediate)?;
+    req.options.validate(dense.config.intermediate_size)?;
     let needs_data = req.options.needs_calibration();
     let calib = if needs_data {
         let text = match &req.calibration {
@@ -84,7 +84,7 @@ pub fn run_upcycle(req: &UpcycleRequest, progress: bool) -> Result<UpcycleSummar
     } else {
         None
     };
-    let bar = crate::pipeline::layer_progress_bar(progress, dense.dims.layers);
+    let bar = crate::pipeline::layer_progress_bar(progress, dense.config.num_hidden_layers);
     let moe = upcycle(&dense, &req.options, calib.as_ref(), |i, _| {
         bar.set_position(i as u64)
     })?;
@@ -98,16 +98,16 @@ pub fn run_upcycle(req: &UpcycleRequest, progress: bool) -> Result<UpcycleSummar
             dtype: req.dtype,
         },
     )?;
-    let d = size_of(&dense.tensors, dense.dims.tied, 1, 1);
+    let d = size_of(&dense.tensors, dense.config.tie_word_embeddings, 1, 1);
     let m = size_of(
         &moe.tensors,
-        dense.dims.tied,
+        dense.config.tie_word_embeddings,
         req.options.experts,
         req.options.top_k,
     );
     Ok(UpcycleSummary {
         out: req.out.clone(),
-        layers: dense.dims.layers,
+        layers: dense.config.num_hidden_layers,
         calibration_tokens: calib.map_or(0, |c| c.tokens),
         dense_parameters: d.total,
         moe_parameters: m.total,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use latentevo_model::{Hooks, LogitsMode, TokenBatch};
 use latentevo_upcycle::default_model::{ensure_model_in, DefaultModelSpec, WheelSource};
-use latentevo_upcycle::measure::{build_model, measure};
+use latentevo_upcycle::measure::measure;
 use latentevo_upcycle::{calibration_ids, load_dense};
 
 fn env_path(var: &str) -> PathBuf {
@@ -41,7 +41,7 @@ fn last_logits(model: &latentevo_model::Model, ids: &[u32]) -> Vec<f32> {
 fn smollm2_logits_match_transformers() {
     let path = env_path("LATENTEVO_SMOLLM2_GGUF");
     let dense = load_dense(&path).unwrap();
-    let model = build_model(&dense.config, &dense.tensors, &path).unwrap();
+    let model = dense.model().unwrap();
     let rf = reference();
     let (mut worst_core, mut worst_ref) = (0f32, 0f32);
     for case in rf["logits"].as_array().unwrap() {
@@ -54,7 +54,7 @@ fn smollm2_logits_match_transformers() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         assert_eq!(ids, want_ids, "token ids of {prompt:?}");
-        let core = last_logits(&model, &ids);
+        let core = last_logits(model, &ids);
         let ours = dense.forward(&ids, false).unwrap().logits;
         let ours: Vec<f32> = ours.get(ids.len() - 1).unwrap().to_vec1().unwrap();
         let mut pairs: Vec<(usize, f32)> = Vec::new();
@@ -116,9 +116,8 @@ fn default_model_from_the_real_wheel() {
             .unwrap();
     let ids = calibration_ids(&dense, &text).unwrap();
     let ids = &ids[..512];
-    let dense_model = build_model(&dense.config, &dense.tensors, &gguf).unwrap();
-    let base = measure(&dense_model, ids, 512, false).unwrap();
-    drop(dense_model);
+    let dense_model = dense.model().unwrap();
+    let base = measure(dense_model, ids, 512, false).unwrap();
     let loaded = latentevo_model::load(m.dir.to_str().unwrap(), &Default::default()).unwrap();
     let moe = measure(&loaded.model, ids, 512, true).unwrap();
     let r = moe.routing.clone().unwrap();

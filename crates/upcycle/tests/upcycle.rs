@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 use latentevo_model::{Hooks, LogitsMode, TokenBatch};
-use latentevo_upcycle::measure::{build_model, measure, size_of};
+use latentevo_upcycle::measure::{measure, size_of};
 use latentevo_upcycle::{
     calibrate, calibration_ids, load_dense, upcycle, write_checkpoint, DenseCheckpoint, Method, NoiseMode,
     RouterInit, UpcycleError, UpcycleOptions, WriteOptions, CALIBRATION_TEXT, PROVENANCE_FILE,
@@ -62,7 +62,7 @@ fn dense_logits_match_transformers() {
         ("tiny-f.gguf", "reference-tiny-f.json"),
     ] {
         let dense = load_dense(&fixture(g)).unwrap();
-        let model = build_model(&dense.config, &dense.tensors, &fixture(g)).unwrap();
+        let model = dense.model().unwrap();
         for case in reference(r)["logits"].as_array().unwrap() {
             let ids = ids_of(&case["ids"]);
             let want: Vec<Vec<f32>> = case["logits"]
@@ -81,7 +81,7 @@ fn dense_logits_match_transformers() {
             let ours = dense.forward(&ids, false).unwrap().logits;
             let d1 = max_abs_diff(&ours, &want);
             assert!(d1 < 1e-4, "{g}: reference forward differs by {d1}");
-            let core = model_logits(&model, &ids);
+            let core = model_logits(model, &ids);
             let d2 = max_abs_diff(&core, &want);
             assert!(d2 < 1e-4, "{g}: model core differs by {d2}");
         }
@@ -130,8 +130,8 @@ fn noise_free_copies_equal_dense() {
             moe.tensors["model.layers.0.block_sparse_moe.gate.weight"].dims(),
             &[4, 64]
         );
-        let model = build_model(&moe.config, &moe.tensors, Path::new("mem")).unwrap();
-        let got = model_logits(&model, &ids);
+        let model = moe.model().unwrap();
+        let got = model_logits(model, &ids);
         let d = max_abs_diff(&got, &want);
         assert!(d < 1e-4, "{router:?}: copies differ from dense by {d}");
     }
@@ -159,16 +159,16 @@ fn split_with_all_groups_active_is_close_to_dense() {
         moe.tensors["model.layers.0.block_sparse_moe.experts.2.w1.weight"].dims(),
         &[32, 64]
     );
-    let model = build_model(&moe.config, &moe.tensors, Path::new("mem")).unwrap();
-    let got = model_logits(&model, &ids);
+    let model = moe.model().unwrap();
+    let got = model_logits(model, &ids);
     let range = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     let d = max_abs_diff(&got, &want);
     assert!(d < 0.02 * range, "split k=E differs by {d} (range {range})");
     // Fewer groups active: a different, worse model, but a valid one.
     let opts2 = UpcycleOptions { top_k: 2, ..opts };
     let moe2 = upcycle(&dense, &opts2, Some(&calib), |_, _| {}).unwrap();
-    let m2 = build_model(&moe2.config, &moe2.tensors, Path::new("mem")).unwrap();
-    let got2 = model_logits(&m2, &ids);
+    let m2 = moe2.model().unwrap();
+    let got2 = model_logits(m2, &ids);
     assert!(max_abs_diff(&got2, &want) > d);
 }
 
@@ -287,8 +287,8 @@ fn routing_sensitivity_and_size() {
     )
     .unwrap();
     let ids = &ids[..256];
-    let dense_model = build_model(&dense.config, &dense.tensors, Path::new("dense")).unwrap();
-    let base = measure(&dense_model, ids, 128, true).unwrap();
+    let dense_model = dense.model().unwrap();
+    let base = measure(dense_model, ids, 128, true).unwrap();
     assert!(base.routing.is_none());
     assert_eq!(base.tokens, 254);
     let mut kls = Vec::new();
@@ -299,8 +299,8 @@ fn routing_sensitivity_and_size() {
             ..UpcycleOptions::default()
         };
         let moe = upcycle(&dense, &opts, Some(&calib), |_, _| {}).unwrap();
-        let model = build_model(&moe.config, &moe.tensors, Path::new("mem")).unwrap();
-        let m = measure(&model, ids, 128, true).unwrap();
+        let model = moe.model().unwrap();
+        let m = measure(model, ids, 128, true).unwrap();
         let r = m.routing.unwrap();
         if noise == 0.0 {
             assert!((m.ppl - base.ppl).abs() < 1e-3 * base.ppl);
@@ -311,7 +311,7 @@ fn routing_sensitivity_and_size() {
     assert!(kls[1] > 1e-4, "noisy experts: kl {}", kls[1]);
 
     let dsize = size_of(&dense.tensors, true, 1, 1);
-    assert_eq!(dsize.total, dense.dims.parameters());
+    assert_eq!(dsize.total, dense.config.parameter_counts().0);
     let moe = upcycle(&dense, &UpcycleOptions::default(), Some(&calib), |_, _| {}).unwrap();
     let msize = size_of(&moe.tensors, true, 4, 2);
     let mlp = 2 * 3 * 64 * 128u64; // two layers
@@ -357,11 +357,8 @@ fn written_checkpoint_loads_in_the_model_core() {
 
     let loaded = latentevo_model::load(out.to_str().unwrap(), &Default::default()).unwrap();
     let ids = prompt_ids(&dense);
-    let in_memory = build_model(&moe.config, &moe.tensors, Path::new("mem")).unwrap();
-    let d = max_abs_diff(
-        &model_logits(&loaded.model, &ids),
-        &model_logits(&in_memory, &ids),
-    );
+    let in_memory = moe.model().unwrap();
+    let d = max_abs_diff(&model_logits(&loaded.model, &ids), &model_logits(in_memory, &ids));
     assert!(d < 1e-5, "written checkpoint differs by {d}");
     // The tokenizer round-trips.
     let tok = loaded.tokenizer.unwrap();
@@ -391,10 +388,7 @@ fn written_checkpoint_loads_in_the_model_core() {
     let cfg: Json = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["torch_dtype"], "float16");
     let loaded = latentevo_model::load(out.to_str().unwrap(), &Default::default()).unwrap();
-    let d = max_abs_diff(
-        &model_logits(&loaded.model, &ids),
-        &model_logits(&in_memory, &ids),
-    );
+    let d = max_abs_diff(&model_logits(&loaded.model, &ids), &model_logits(in_memory, &ids));
     assert!(d < 0.05, "f16 checkpoint differs by {d}");
 }
 

@@ -2,7 +2,9 @@
 //! fixtures (models/tiny-gguf, written by scripts/make_gguf_fixture.py and
 //! scripts/gguf_reference.py), and of its errors on bad input.
 
+use super::tensors::unpermute_rows;
 use super::*;
+use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{gguf_file, QTensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -45,11 +47,11 @@ fn config_matches_transformers() {
             "bos_token_id",
             "eos_token_id",
         ] {
-            assert_eq!(ck.config[k], tc[k], "{g}: config field {k}");
+            assert_eq!(ck.hf_config[k], tc[k], "{g}: config field {k}");
         }
-        let eps = ck.config["rms_norm_eps"].as_f64().unwrap();
+        let eps = ck.hf_config["rms_norm_eps"].as_f64().unwrap();
         assert!((eps - tc["rms_norm_eps"].as_f64().unwrap()).abs() < 1e-12);
-        assert_eq!(ck.config["rope_theta"].as_f64(), rf["rope_theta"].as_f64());
+        assert_eq!(ck.hf_config["rope_theta"].as_f64(), rf["rope_theta"].as_f64());
         assert_eq!(
             ck.chat_template.as_deref().map(|s| s.contains("<|im_start|>")),
             Some(true)
@@ -99,7 +101,7 @@ fn weights_match_transformers() {
         for (name, fp) in fps {
             let Some(t) = ck.tensors.get(name) else {
                 assert_eq!(name, "lm_head.weight", "{g}: {name} missing");
-                assert_eq!(ck.config["tie_word_embeddings"], true);
+                assert_eq!(ck.hf_config["tie_word_embeddings"], true);
                 continue;
             };
             let shape: Vec<usize> = fp["shape"]
@@ -229,7 +231,7 @@ fn rewritten_fixture_still_loads() {
     let p = rewrite("same.gguf", |_, _| {});
     let a = load_gguf(&p, &Device::Cpu, DType::F32).unwrap();
     let b = load_gguf(&fixture("tiny-q.gguf"), &Device::Cpu, DType::F32).unwrap();
-    assert_eq!(a.config, b.config);
+    assert_eq!(a.hf_config, b.hf_config);
     let name = "model.layers.1.self_attn.k_proj.weight";
     let d = (&a.tensors[name] - &b.tensors[name])
         .unwrap()
@@ -380,7 +382,7 @@ fn model_core_logits_match_transformers() {
     use crate::{Hooks, LoadOptions, LogitsMode, ModelConfig, TokenBatch};
     for (g, r) in VARIANTS {
         let ck = load_gguf(&fixture(g), &Device::Cpu, DType::F32).unwrap();
-        let cfg = ModelConfig::from_json(&ck.config, fixture(g)).unwrap();
+        let cfg = ModelConfig::from_json(&ck.hf_config, fixture(g)).unwrap();
         let model =
             crate::model_from_tensors(&cfg, ck.tensors, &LoadOptions::default(), &fixture(g)).unwrap();
         for case in reference(r)["logits"].as_array().unwrap() {

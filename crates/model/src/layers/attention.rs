@@ -1,0 +1,125 @@
+//! Grouped-query attention with optional q/k norms, clipping and biases.
+
+use candle_core::{DType, Module, Tensor};
+use candle_nn::{Linear, RmsNorm, VarBuilder};
+
+use super::matmul::{linear, linear_maybe_bias};
+use super::{CResult, LayerKv, Step};
+use crate::config::{ModelConfig, QkNorm};
+use crate::profile::{self, Part};
+
+/// Multi-head attention with grouped-query heads, optional q/k norms, clipping and biases.
+#[derive(Debug, Clone)]
+pub(crate) struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    qk_norm: QkNorm,
+    clip_qkv: Option<f64>,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    scale: f64,
+}
+
+impl Attention {
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> CResult<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let (nq, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let (q_norm, k_norm) = match cfg.qk_norm {
+            QkNorm::None => (None, None),
+            QkNorm::PerHead => (
+                Some(candle_nn::rms_norm(d, cfg.rms_norm_eps, vb.pp("q_norm"))?),
+                Some(candle_nn::rms_norm(d, cfg.rms_norm_eps, vb.pp("k_norm"))?),
+            ),
+            QkNorm::Full => (
+                Some(candle_nn::rms_norm(nq * d, cfg.rms_norm_eps, vb.pp("q_norm"))?),
+                Some(candle_nn::rms_norm(nkv * d, cfg.rms_norm_eps, vb.pp("k_norm"))?),
+            ),
+        };
+        Ok(Attention {
+            q_proj: linear_maybe_bias(h, nq * d, vb.pp("q_proj"))?,
+            k_proj: linear_maybe_bias(h, nkv * d, vb.pp("k_proj"))?,
+            v_proj: linear_maybe_bias(h, nkv * d, vb.pp("v_proj"))?,
+            o_proj: linear_maybe_bias(nq * d, h, vb.pp("o_proj"))?,
+            q_norm,
+            k_norm,
+            qk_norm: cfg.qk_norm,
+            clip_qkv: cfg.clip_qkv,
+            num_heads: nq,
+            num_kv_heads: nkv,
+            head_dim: d,
+            scale: cfg.attention_scale.unwrap_or(1.0 / (d as f64).sqrt()),
+        })
+    }
+
+    /// `x: [b, t, hidden]`; `cache` holds past keys/values `[b, kv_heads, past, head_dim]`
+    /// and is extended in place.
+    pub fn forward(&self, x: &Tensor, step: &Step, cache: &mut Option<LayerKv>) -> CResult<Tensor> {
+        let (q, k, v) = profile::time(Part::Attention, || self.project(x, step))?;
+        let (k, v) = profile::time(Part::KvCache, || -> CResult<_> {
+            match cache {
+                Some(c) => c.append(&k, &v)?,
+                None => *cache = Some(LayerKv::new(k, v)?),
+            }
+            let c = cache.as_ref().expect("just filled");
+            Ok((c.keys()?, c.values()?))
+        })?;
+        profile::time(Part::Attention, || self.attend(&q, &k, &v, &step.mask))
+    }
+
+    /// Queries, keys and values of `x: [b, t, hidden]`, rotated: `[b, heads, t, head_dim]`.
+    fn project(&self, x: &Tensor, step: &Step) -> CResult<(Tensor, Tensor, Tensor)> {
+        let (cos, sin) = (&step.cos, &step.sin);
+        let (b, t, _) = x.dims3()?;
+        let (d, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
+        let mut q = linear(&self.q_proj, x)?;
+        let mut k = linear(&self.k_proj, x)?;
+        let mut v = linear(&self.v_proj, x)?;
+        if let Some(c) = self.clip_qkv {
+            q = q.clamp(-c, c)?;
+            k = k.clamp(-c, c)?;
+            v = v.clamp(-c, c)?;
+        }
+        if let (QkNorm::Full, Some(qn), Some(kn)) = (self.qk_norm, &self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let mut q = q.reshape((b, t, nq, d))?;
+        let mut k = k.reshape((b, t, nkv, d))?;
+        if let (QkNorm::PerHead, Some(qn), Some(kn)) = (self.qk_norm, &self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, nkv, d))?.transpose(1, 2)?.contiguous()?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        Ok((q, k, v))
+    }
+
+    /// Attention of `q: [b, heads, t, d]` over all keys/values (`[b, heads, past + t, d]`),
+    /// through the output projection: `[b, t, hidden]`.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> CResult<Tensor> {
+        // Grouped-query attention without copying keys and values per query head: the
+        // query heads sharing a kv head are stacked as rows of one matrix,
+        // `[b, kv_heads, groups * t, d]` (query head `h` uses kv head `h / groups`).
+        let (b, nq, t, d) = q.dims4()?;
+        let (nkv, past) = (k.dim(1)?, k.dim(2)?);
+        let rows = nq / nkv * t;
+        let dtype = q.dtype();
+        let q = q.reshape((b, nkv, rows, d))?;
+        let scores = (q.matmul(&k.t()?)? * self.scale)?.reshape((b, nq, t, past))?;
+        let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?
+            .to_dtype(dtype)?
+            .reshape((b, nkv, rows, past))?;
+        let out = probs.matmul(v)?.reshape((b, nq, t, d))?;
+        let out = out.transpose(1, 2)?.reshape((b, t, nq * d))?;
+        linear(&self.o_proj, &out)
+    }
+}

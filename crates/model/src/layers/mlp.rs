@@ -1,0 +1,56 @@
+//! The SwiGLU MLP of dense layers and of every expert.
+
+use candle_core::Tensor;
+use candle_nn::{linear_no_bias, VarBuilder};
+
+use super::matmul::flip;
+use super::CResult;
+
+/// A SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+impl Mlp {
+    /// Loads `gate_proj`/`up_proj`/`down_proj` (or Mixtral's `w1`/`w3`/`w2`) under `vb`.
+    pub fn new(hidden: usize, inter: usize, names: [&str; 3], vb: VarBuilder) -> CResult<Self> {
+        let [g, u, dn] = names;
+        Ok(Mlp {
+            gate: linear_no_bias(hidden, inter, vb.pp(g))?.weight().clone(),
+            up: linear_no_bias(hidden, inter, vb.pp(u))?.weight().clone(),
+            down: linear_no_bias(inter, hidden, vb.pp(dn))?.weight().clone(),
+        })
+    }
+
+    /// An MLP of the given weights (`gate`, `up`: `[inter, hidden]`, `down`: `[hidden, inter]`).
+    pub fn from_weights(gate: Tensor, up: Tensor, down: Tensor) -> Self {
+        Mlp { gate, up, down }
+    }
+
+    /// `x: [n, hidden]` → `[n, hidden]`.
+    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let inner = *dims.last().expect("matmul of a scalar");
+        let rows = x.elem_count() / inner.max(1);
+        if flip(x.device(), rows) {
+            // Transposed all through: [width, rows] in between, one transpose at the end.
+            let xt = x.reshape((rows, inner))?.t()?;
+            let gate = self.gate.matmul(&xt)?;
+            let up = self.up.matmul(&xt)?;
+            let y = self.down.matmul(&(candle_nn::ops::silu(&gate)? * up)?)?;
+            *dims.last_mut().expect("checked") = y.dim(0)?;
+            return y.t()?.contiguous()?.reshape(dims);
+        }
+        let gate = x.broadcast_matmul(&self.gate.t()?)?;
+        let up = x.broadcast_matmul(&self.up.t()?)?;
+        (candle_nn::ops::silu(&gate)? * up)?.broadcast_matmul(&self.down.t()?)
+    }
+
+    /// The three weight matrices `(gate [inter, hidden], up [inter, hidden], down [hidden, inter])`.
+    pub fn weights(&self) -> (&Tensor, &Tensor, &Tensor) {
+        (&self.gate, &self.up, &self.down)
+    }
+}

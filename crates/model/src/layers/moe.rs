@@ -1,0 +1,337 @@
+//! The sparse Mixture-of-Experts block, in two parts that can change apart:
+//!
+//! - the routing *policy*, [`Router::route`]: for every token, which experts it goes to
+//!   and with what weights — the router's free top-k, or under a [`crate::RoutingLock`]
+//!   the recorded (or followed) choice, counting the [`RoutingDrift`];
+//! - the *dispatch*, [`dispatch`]: running each expert on the tokens routed to it and
+//!   summing the weighted outputs. It sees only the [`Decision`]s, so a faster dispatch
+//!   replaces it without touching the policy.
+
+use candle_core::{DType, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+
+use super::mlp::Mlp;
+use super::{CResult, TokenLayout};
+use crate::config::{Family, ModelConfig, MoeConfig};
+use crate::hooks::{Hooks, LockWeights, RoutingDrift, TokenRoute};
+use crate::profile::{self, Part};
+
+/// Where one token goes: expert ids (in the router's rank order for a free choice) and
+/// the weight of each expert's output.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decision {
+    /// Expert ids.
+    pub experts: Vec<u32>,
+    /// One weight per expert.
+    pub weights: Vec<f32>,
+}
+
+/// The routing policy of one MoE layer: the router's weight and the family's top-k
+/// weighting, applied under the hooks' lock.
+#[derive(Debug, Clone)]
+pub(crate) struct Router {
+    layer: usize,
+    weight: Tensor,
+    num_experts: usize,
+    top_k: usize,
+    renormalize: bool,
+}
+
+impl Router {
+    /// The router's weight `[num_experts, hidden]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The router's softmax over experts for each row of `xs: [n, hidden]`.
+    fn probabilities(&self, xs: &Tensor) -> CResult<Vec<Vec<f32>>> {
+        let logits = xs.matmul(&self.weight.t()?)?.to_dtype(DType::F32)?;
+        candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()
+    }
+
+    /// Expert weights for the chosen ids: the family's softmax, gathered, renormalised if it does.
+    fn weights_for(&self, probs: &[f32], ids: &[u32]) -> Vec<f32> {
+        let mut w: Vec<f32> = ids.iter().map(|&e| probs[e as usize]).collect();
+        if self.renormalize {
+            let sum: f32 = w.iter().sum();
+            if sum > 0.0 {
+                w.iter_mut().for_each(|x| *x /= sum);
+            }
+        }
+        w
+    }
+
+    /// The routing policy: for every token of the call (row-major), the experts it is sent
+    /// to and their weights. Free tokens take the router's top-k; under a
+    /// [`crate::RoutingLock`] a token takes its recorded route, else (with
+    /// [`crate::RoutingLock::follow`]) the decision of the row it follows. Every locked
+    /// token adds to `drift` how many of its experts the free router would not have chosen.
+    pub fn route(
+        &self,
+        probs: &[Vec<f32>],
+        layout: &TokenLayout,
+        hooks: &Hooks,
+        drift: &mut RoutingDrift,
+    ) -> CResult<Vec<Decision>> {
+        let num_experts = self.num_experts;
+        let lock = hooks.lock;
+        let mut decisions = Vec::with_capacity(probs.len());
+        let mut followers = Vec::new();
+        for (idx, p) in probs.iter().enumerate() {
+            let row = idx / layout.seq;
+            let position = layout.positions[idx];
+            let free = top_k_ids(p, self.top_k);
+            let locked = lock.filter(|_| layout.valid[idx]);
+            let recorded = locked.and_then(|l| l.route(self.layer, row, position).map(|r| (l.weights, r)));
+            let decision = match recorded {
+                Some((mode, route)) => {
+                    if let Some(&bad) = route.experts.iter().find(|&&e| e as usize >= num_experts) {
+                        candle_core::bail!(
+                            "locked routing names expert {bad} but layer {} has {num_experts}",
+                            self.layer
+                        );
+                    }
+                    drift.add(row, changed(&route.experts, &free), route.experts.len() as u64);
+                    let weights = match mode {
+                        LockWeights::Recompute => self.weights_for(p, &route.experts),
+                        LockWeights::Replay => route.weights.clone(),
+                    };
+                    Decision {
+                        experts: route.experts.clone(),
+                        weights,
+                    }
+                }
+                None => {
+                    if let Some(leader) = locked
+                        .filter(|l| l.covers(self.layer, position))
+                        .and_then(|l| l.leader(row))
+                    {
+                        followers.push((idx, leader, free.clone()));
+                    }
+                    let weights = self.weights_for(p, &free);
+                    Decision {
+                        experts: free,
+                        weights,
+                    }
+                }
+            };
+            decisions.push(decision);
+        }
+        for (idx, leader, free) in followers {
+            let (row, in_call) = (idx / layout.seq, idx % layout.seq);
+            let lidx = layout.index(leader, in_call);
+            let lock = lock.expect("followers exist only under a lock");
+            if leader >= layout.batch
+                || !layout.valid[lidx]
+                || layout.positions[lidx] != layout.positions[idx]
+                || lock.leader(leader).is_some()
+            {
+                candle_core::bail!(
+                    "routing lock: row {row} follows row {leader}, which has no token at position {} in this call \
+                     (or follows another row itself)",
+                    layout.positions[idx]
+                );
+            }
+            let Decision {
+                experts: ids,
+                weights: leader_weights,
+            } = decisions[lidx].clone();
+            drift.add(row, changed(&ids, &free), ids.len() as u64);
+            let weights = match lock.weights {
+                LockWeights::Recompute => self.weights_for(&probs[idx], &ids),
+                LockWeights::Replay => leader_weights,
+            };
+            decisions[idx] = Decision {
+                experts: ids,
+                weights,
+            };
+        }
+        Ok(decisions)
+    }
+}
+
+/// Runs each expert on the tokens routed to it and sums the weighted outputs:
+/// `xs: [n, hidden]`, one decision per row of `xs`.
+pub(crate) fn dispatch(experts: &[Mlp], xs: &Tensor, decisions: &[Decision]) -> CResult<Tensor> {
+    // For each expert: the token indices it serves and the weight of each.
+    let mut assignments: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
+    for (idx, d) in decisions.iter().enumerate() {
+        for (&e, &w) in d.experts.iter().zip(&d.weights) {
+            assignments[e as usize].0.push(idx as u32);
+            assignments[e as usize].1.push(w);
+        }
+    }
+    let mut out = xs.zeros_like()?;
+    for (expert, (tokens, weights)) in experts.iter().zip(assignments) {
+        if tokens.is_empty() {
+            continue;
+        }
+        let count = tokens.len();
+        let index = Tensor::from_vec(tokens, count, xs.device())?;
+        let weights = Tensor::from_vec(weights, (count, 1), xs.device())?.to_dtype(xs.dtype())?;
+        let y = expert
+            .forward(&xs.index_select(&index, 0)?)?
+            .broadcast_mul(&weights)?;
+        out = out.index_add(&index, &y, 0)?;
+    }
+    Ok(out)
+}
+
+/// A sparse Mixture-of-Experts block: router, routed experts, optional shared expert.
+#[derive(Debug, Clone)]
+pub(crate) struct MoeBlock {
+    router: Router,
+    experts: Vec<Mlp>,
+    shared: Option<(Mlp, Tensor)>,
+}
+
+impl MoeBlock {
+    /// Loads the block of decoder layer `layer`; `vb` points at the layer (`model.layers.N`).
+    pub fn new(cfg: &ModelConfig, moe: &MoeConfig, layer: usize, vb: VarBuilder) -> CResult<Self> {
+        let (h, e, i) = (cfg.hidden_size, moe.num_experts, moe.expert_intermediate_size);
+        let (router, experts) = match cfg.family {
+            Family::Mixtral => {
+                let vb = vb.pp("block_sparse_moe");
+                let router = vb.get((e, h), "gate.weight")?;
+                let experts = (0..e)
+                    .map(|x| Mlp::new(h, i, ["w1", "w3", "w2"], vb.pp("experts").pp(x)))
+                    .collect::<CResult<_>>()?;
+                (router, experts)
+            }
+            Family::GraniteMoe => {
+                let vb = vb.pp("block_sparse_moe");
+                let router = vb.get((e, h), "router.layer.weight")?;
+                let input = vb.get((e, 2 * i, h), "input_linear.weight")?;
+                let output = vb.get((e, h, i), "output_linear.weight")?;
+                let experts = (0..e)
+                    .map(|x| {
+                        let fused = input.i(x)?;
+                        Ok(Mlp::from_weights(
+                            fused.narrow(0, 0, i)?.contiguous()?,
+                            fused.narrow(0, i, i)?.contiguous()?,
+                            output.i(x)?.contiguous()?,
+                        ))
+                    })
+                    .collect::<CResult<_>>()?;
+                (router, experts)
+            }
+            Family::Qwen2Moe | Family::Qwen3Moe | Family::Olmoe => {
+                let vb = vb.pp("mlp");
+                let router = vb.get((e, h), "gate.weight")?;
+                let experts = (0..e)
+                    .map(|x| {
+                        Mlp::new(
+                            h,
+                            i,
+                            ["gate_proj", "up_proj", "down_proj"],
+                            vb.pp("experts").pp(x),
+                        )
+                    })
+                    .collect::<CResult<_>>()?;
+                (router, experts)
+            }
+            Family::Llama => candle_core::bail!("Llama has no MoE blocks"),
+        };
+        let shared = match moe.shared_expert_intermediate_size {
+            Some(s) => {
+                let vb = vb.pp("mlp");
+                let mlp = Mlp::new(
+                    h,
+                    s,
+                    ["gate_proj", "up_proj", "down_proj"],
+                    vb.pp("shared_expert"),
+                )?;
+                let gate = vb.get((1, h), "shared_expert_gate.weight")?;
+                Some((mlp, gate))
+            }
+            None => None,
+        };
+        Ok(MoeBlock {
+            router: Router {
+                layer,
+                weight: router,
+                num_experts: e,
+                top_k: moe.top_k,
+                renormalize: moe.router.renormalize,
+            },
+            experts,
+            shared,
+        })
+    }
+
+    /// The router's weight `[num_experts, hidden]`.
+    pub fn router_weight(&self) -> &Tensor {
+        self.router.weight()
+    }
+
+    /// The routed experts.
+    pub fn experts(&self) -> &[Mlp] {
+        &self.experts
+    }
+
+    /// `x: [b, t, hidden]` → `[b, t, hidden]`: route every token ([`Router::route`]), run
+    /// the experts ([`dispatch`]) and the shared expert; with `hooks.record_routing`, also
+    /// the routes of the real tokens, per row.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        layout: &TokenLayout,
+        hooks: &Hooks,
+        drift: &mut RoutingDrift,
+    ) -> CResult<(Tensor, Option<Vec<Vec<TokenRoute>>>)> {
+        let (b, t, h) = x.dims3()?;
+        let xs = x.reshape((b * t, h))?;
+        let decisions = profile::time(Part::Routing, || -> CResult<_> {
+            let probs = self.router.probabilities(&xs)?;
+            self.router.route(&probs, layout, hooks, drift)
+        })?;
+        let out = profile::time(Part::Experts, || -> CResult<_> {
+            let mut out = dispatch(&self.experts, &xs, &decisions)?;
+            if let Some((mlp, gate)) = &self.shared {
+                let g = candle_nn::ops::sigmoid(&xs.matmul(&gate.t()?)?)?;
+                out = (out + mlp.forward(&xs)?.broadcast_mul(&g)?)?;
+            }
+            Ok(out)
+        })?;
+        let routes = hooks.record_routing.then(|| routes_by_row(decisions, layout));
+        Ok((out.reshape((b, t, h))?, routes))
+    }
+}
+
+/// The decisions of the real tokens as [`TokenRoute`]s, per row of the call.
+fn routes_by_row(decisions: Vec<Decision>, layout: &TokenLayout) -> Vec<Vec<TokenRoute>> {
+    let mut rows = vec![Vec::new(); layout.batch];
+    for (idx, d) in decisions.into_iter().enumerate() {
+        if layout.valid[idx] {
+            rows[idx / layout.seq].push(TokenRoute {
+                position: layout.positions[idx],
+                experts: d.experts,
+                weights: d.weights,
+            });
+        }
+    }
+    rows
+}
+
+/// How many of the `locked` experts are not among the router's `free` choice.
+fn changed(locked: &[u32], free: &[u32]) -> u64 {
+    locked.iter().filter(|e| !free.contains(e)).count() as u64
+}
+
+/// The `k` largest entries' indices, largest first (ties: lower index first).
+pub(crate) fn top_k_ids(p: &[f32], k: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..p.len() as u32).collect();
+    order.sort_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
+    order.truncate(k);
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_by_probability() {
+        assert_eq!(top_k_ids(&[0.1, 0.5, 0.2, 0.2], 3), vec![1, 2, 3]);
+    }
+}

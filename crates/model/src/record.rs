@@ -1,0 +1,78 @@
+//! What a forward call collects besides its hidden states, layer by layer.
+
+use candle_core::Tensor;
+
+use crate::hooks::{Hooks, LayerRouting, Routing, RoutingDrift};
+use crate::layers::FeedForwardReport;
+use crate::model::ForwardOutput;
+
+/// The accumulators of one pass over the decoder layers, as its [`Hooks`] ask:
+///
+/// - the routing of every MoE layer run (with [`Hooks::record_routing`]);
+/// - the [`RoutingDrift`] of locked tokens, per row (always; zero counts when nothing
+///   is locked);
+/// - every layer's feed-forward input (with [`Hooks::capture_ffn_inputs`]).
+///
+/// The layers add to the drift as they route ([`Recorder::drift`]); after each layer its
+/// report goes in with [`Recorder::record`]; [`Recorder::into_output`] makes the
+/// [`ForwardOutput`].
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    routing: Option<Routing>,
+    drift: RoutingDrift,
+    ffn_inputs: Vec<Tensor>,
+}
+
+impl Recorder {
+    /// A recorder for a pass over `rows` rows, recording routing if `hooks` ask.
+    pub fn new(hooks: &Hooks, rows: usize) -> Self {
+        Recorder {
+            routing: hooks.record_routing.then(Routing::default),
+            drift: RoutingDrift::with_rows(rows),
+            ffn_inputs: Vec::new(),
+        }
+    }
+
+    /// A recorder that continues `earlier` (the routing of the layers already run, e.g.
+    /// a shared prompt's lower layers), when `hooks` ask for routing. A recording of one
+    /// row is copied to all `rows`.
+    pub fn continuing(earlier: Option<&Routing>, hooks: &Hooks, rows: usize) -> Self {
+        let mut recorder = Recorder::new(hooks, rows);
+        if let (Some(routing), Some(earlier)) = (recorder.routing.as_mut(), earlier) {
+            let identity: Vec<usize> = (0..rows).collect();
+            *routing = earlier.select_rows(&identity);
+        }
+        recorder
+    }
+
+    /// The drift counts, for the layers to add to as they route.
+    pub fn drift(&mut self) -> &mut RoutingDrift {
+        &mut self.drift
+    }
+
+    /// Takes in what decoder layer `layer` reported: its routes (when recording) and its
+    /// feed-forward input (when capturing).
+    pub fn record(&mut self, layer: usize, report: FeedForwardReport) {
+        self.ffn_inputs.extend(report.ffn_input);
+        if let (Some(routing), Some(rows)) = (self.routing.as_mut(), report.routes) {
+            routing.extend(Routing {
+                layers: vec![LayerRouting { layer, rows }],
+            });
+        }
+    }
+
+    /// The routing recorded so far (when recording).
+    pub fn into_routing(self) -> Option<Routing> {
+        self.routing
+    }
+
+    /// The forward call's output, with `logits`.
+    pub fn into_output(self, logits: Option<Tensor>) -> ForwardOutput {
+        ForwardOutput {
+            logits,
+            routing: self.routing,
+            drift: self.drift,
+            ffn_inputs: self.ffn_inputs,
+        }
+    }
+}
