@@ -217,7 +217,8 @@ fn three_prompts_two_methods_complete_with_lines_summary_and_plots() {
     assert_ne!(lines(&other, "results.jsonl"), results);
 }
 
-/// Spawns a slow run, waits until its results file has a complete line, then signals it.
+/// Spawns a slow run, waits until its results file has a complete line, then sends it
+/// `signal` (`KILL` or `INT`).
 fn start_and_signal(args: &[String], results: &Path, signal: &str) -> std::process::ExitStatus {
     let mut child = Command::new(env!("CARGO_BIN_EXE_latentevo"))
         .args(args)
@@ -243,11 +244,16 @@ fn start_and_signal(args: &[String], results: &Path, signal: &str) -> std::proce
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    if signal == "KILL" {
+        child.kill().unwrap(); // SIGKILL on Unix
+    } else {
+        // The shell's own `kill` (no procps needed).
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -s {signal} {}", child.id())])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     child.wait().unwrap()
 }
 
@@ -266,8 +272,9 @@ fn a_run_killed_midway_and_resumed_equals_an_uninterrupted_run() {
 
     let killed = tmp.path().join("killed");
     let args = with(base_args(&prompts, &killed, methods), &["--reward", SLOW_REWARD]);
-    let status = start_and_signal(&args, &killed.join("results.jsonl"), "-KILL");
-    assert!(!status.success(), "killed by SIGKILL");
+    let status = start_and_signal(&args, &killed.join("results.jsonl"), "KILL");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
     let partial = std::fs::read_to_string(killed.join("results.jsonl")).unwrap();
     let complete = partial.matches('\n').count();
     assert!((1..6).contains(&complete), "killed midway: {complete} lines");
@@ -293,7 +300,7 @@ fn ctrl_c_abandons_the_item_in_flight_and_exits_non_zero() {
         base_args(&prompts, &out, "diffevo,best-of-n[t=0.7]"),
         &["--reward", SLOW_REWARD],
     );
-    let status = start_and_signal(&args, &out.join("results.jsonl"), "-INT");
+    let status = start_and_signal(&args, &out.join("results.jsonl"), "INT");
     assert_eq!(status.code(), Some(130));
     let text = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert!(text.ends_with('\n'), "no partial line");
