@@ -562,6 +562,14 @@ fn cell(i: &Option<Interval>, percent: bool) -> String {
     }
 }
 
+fn prompts_text(n: usize) -> String {
+    if n == 1 {
+        "1 prompt".to_string()
+    } else {
+        format!("{n} prompts")
+    }
+}
+
 fn md_escape(s: &str) -> String {
     s.replace('|', "\\|")
 }
@@ -613,7 +621,7 @@ pub fn markdown(summary: &Summary, manifest: &Manifest) -> String {
         } else {
             format!("Set `{}`", g.group)
         };
-        let _ = writeln!(out, "\n## {title} ({} prompts)\n", g.prompts);
+        let _ = writeln!(out, "\n## {title} ({})\n", prompts_text(g.prompts));
         let _ = writeln!(out, "### Against sampling at matched fluency\n");
         match &g.matched.unavailable {
             Some(why) => {
@@ -717,7 +725,8 @@ const NOTES: &str = r#"
   the K. *Win rate*: the share of in-range prompts where the method's Vendi is higher
   than sampling's at the same fluency (a bootstrap interval of that share). The *pool*
   columns repeat this with the pool's fluency and Vendi (every unmasked candidate, not
-  only the K). *Reward gain at matched Vendi*: the method's mean reward of the K minus
+  only the K; `sample`'s pool is its K continuations, so its pool columns compare a
+  smaller budget). *Reward gain at matched Vendi*: the method's mean reward of the K minus
   sampling's, interpolated on the curve (Vendi of the K, mean reward) at the method's
   Vendi, over prompts where both used the same reward.
 - **best reward / mean reward**: of the K ideas (masked continuations, which only
@@ -823,9 +832,9 @@ pub fn write_summary(
     for g in &summary.groups {
         let title = |what: &str| {
             if g.combined {
-                format!("{what}, all sets ({} prompts)", g.prompts)
+                format!("{what}, all sets ({})", prompts_text(g.prompts))
             } else {
-                format!("{what}, set {} ({} prompts)", g.group, g.prompts)
+                format!("{what}, set {} ({})", g.group, prompts_text(g.prompts))
             }
         };
         frontier_png(
