@@ -59,14 +59,16 @@ pub(crate) fn forward(
         ..
     } = shape;
     let groups = query_heads / kv_heads;
-    // Item (row, head) writes [t, d] at its own place of a [b, heads, t, d] buffer.
+    // Item (row, kv head) writes the [t, d] outputs of the query heads sharing that kv
+    // head, which are adjacent in a [b, heads, t, d] buffer; each key and value row is
+    // read once for all of them.
     let mut by_head = vec![0f32; batch * query_heads * queries * d];
     by_head
-        .par_chunks_mut(queries * d)
+        .par_chunks_mut(groups * queries * d)
         .enumerate()
         .for_each(|(item, out)| {
-            let (b, h) = (item / query_heads, item % query_heads);
-            attend_item(q, k, v, mask, shape, scale, b, h, h / groups, out);
+            let (b, kvh) = (item / kv_heads, item % kv_heads);
+            attend_group(q, k, v, mask, shape, scale, b, kvh, groups, out);
         });
     if queries == 1 {
         return by_head; // [b, heads, 1, d] is already [b, 1, heads * d]
@@ -85,9 +87,10 @@ pub(crate) fn forward(
 }
 
 simd::vectorized! {
-    /// Row `b`, query head `h` (kv head `kvh`): its `[t, d]` outputs into `out`.
+    /// Row `b`, kv head `kvh` and its `groups` query heads: their `[t, d]` outputs, one
+    /// head after the other, into `out`.
     #[allow(clippy::too_many_arguments)]
-    fn attend_item(
+    fn attend_group(
         q: Strided,
         k: Strided,
         v: Strided,
@@ -95,31 +98,44 @@ simd::vectorized! {
         shape: Shape,
         scale: f32,
         b: usize,
-        h: usize,
         kvh: usize,
+        groups: usize,
         out: &mut [f32],
     ) {
         let (queries, keys, d) = (shape.queries, shape.keys, shape.head_dim);
-        let mut scores = vec![0f32; keys];
+        let mut scores = vec![0f32; groups * keys];
+        let mut inv = vec![0f32; groups];
         for i in 0..queries {
-            let query = q.row(b, h, i, d);
             let mask_row = &mask[(b * queries + i) * keys..(b * queries + i + 1) * keys];
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                let m = mask_row[j];
-                *s = if m == f32::NEG_INFINITY {
-                    f32::NEG_INFINITY
-                } else {
-                    simd::dot_inline(query, k.row(b, kvh, j, d)) * scale + m
-                };
-                max = max.max(*s);
+            for (j, &m) in mask_row.iter().enumerate() {
+                if m == f32::NEG_INFINITY {
+                    for g in 0..groups {
+                        scores[g * keys + j] = f32::NEG_INFINITY;
+                    }
+                    continue;
+                }
+                let key = k.row(b, kvh, j, d);
+                for g in 0..groups {
+                    let query = q.row(b, kvh * groups + g, i, d);
+                    scores[g * keys + j] = simd::dot_inline(query, key) * scale + m;
+                }
             }
-            let total = simd::exp_shifted_in_place(&mut scores, max);
-            let dst = &mut out[i * d..(i + 1) * d];
-            let inv = 1.0 / total;
-            for (j, &p) in scores.iter().enumerate() {
-                if p != 0.0 {
-                    simd::axpy_inline(dst, p * inv, v.row(b, kvh, j, d));
+            for g in 0..groups {
+                let row = &mut scores[g * keys..(g + 1) * keys];
+                let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                inv[g] = 1.0 / simd::exp_shifted_in_place(row, max);
+            }
+            for j in 0..keys {
+                if mask_row[j] == f32::NEG_INFINITY {
+                    continue;
+                }
+                let value = v.row(b, kvh, j, d);
+                for g in 0..groups {
+                    let p = scores[g * keys + j];
+                    if p != 0.0 {
+                        let dst = &mut out[(g * queries + i) * d..(g * queries + i + 1) * d];
+                        simd::axpy_inline(dst, p * inv[g], value);
+                    }
                 }
             }
         }
@@ -229,6 +245,117 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             assert!(worst < 1e-5, "t = {t}, keys = {keys}: max difference {worst}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// This kernel against candle-nn 0.11's CPU flash attention (`flash_attn`, which packs
+    /// a batch into its varlen kernel; causal, no padding) at the round's shapes, each
+    /// from its own cache layout (ours reads `[b, kv_heads, len, d]` in place, candle-nn's
+    /// takes `[b, len, kv_heads, d]`): `cargo test --release -p latentevo-model --lib
+    /// kernels::attention::timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn kernel_against_candle_flash_attention() {
+        use std::time::Instant;
+        let dev = Device::Cpu;
+        let (nq, nkv, d) = (9usize, 3usize, 64usize);
+        for (b, t, keys) in [(32usize, 1usize, 96usize), (32, 1, 192), (17, 64, 64)] {
+            let q = Tensor::randn(0f32, 1.0, (b, nq, t, d), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (b, nkv, keys, d), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (b, nkv, keys, d), &dev).unwrap();
+            let mut mask = vec![0f32; b * t * keys];
+            for row in 0..b {
+                for i in 0..t {
+                    for j in 0..keys {
+                        if j > keys - t + i {
+                            mask[(row * t + i) * keys + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            let reps = 50;
+            let ours = {
+                let (qd, kd, vd) = (
+                    q.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    k.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                );
+                let strides = |heads: usize, len: usize| [heads * len * d, len * d, d];
+                let (qs, ks) = (strides(nq, t), strides(nkv, keys));
+                let shape = Shape {
+                    batch: b,
+                    query_heads: nq,
+                    kv_heads: nkv,
+                    queries: t,
+                    keys,
+                    head_dim: d,
+                };
+                let run = || {
+                    forward(
+                        Strided {
+                            data: &qd,
+                            start: 0,
+                            stride: [qs[0], qs[1], qs[2], 1],
+                        },
+                        Strided {
+                            data: &kd,
+                            start: 0,
+                            stride: [ks[0], ks[1], ks[2], 1],
+                        },
+                        Strided {
+                            data: &vd,
+                            start: 0,
+                            stride: [ks[0], ks[1], ks[2], 1],
+                        },
+                        &mask,
+                        shape,
+                        0.125,
+                    )
+                };
+                run();
+                let start = Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(run());
+                }
+                start.elapsed().as_secs_f64() / reps as f64
+            };
+            let theirs = {
+                let (qt, kt, vt) = (
+                    q.transpose(1, 2).unwrap().contiguous().unwrap(),
+                    k.transpose(1, 2).unwrap().contiguous().unwrap(),
+                    v.transpose(1, 2).unwrap().contiguous().unwrap(),
+                );
+                let run = || {
+                    candle_nn::attention::flash_attn::<f32>(
+                        &qt,
+                        &kt,
+                        &vt,
+                        0.125,
+                        candle_nn::attention::AttnMask::causal_with_offset(keys - t),
+                        None,
+                        None,
+                    )
+                    .unwrap()
+                };
+                run();
+                let start = Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(run());
+                }
+                start.elapsed().as_secs_f64() / reps as f64
+            };
+            println!(
+                "b {b:>2}, queries {t:>2}, keys {keys:>3}: ours {:.3} ms, candle-nn flash_attn {:.3} ms (x{:.2})",
+                ours * 1e3,
+                theirs * 1e3,
+                theirs / ours
+            );
         }
     }
 }

@@ -136,7 +136,7 @@ pub(crate) fn matmul_nt_parallel(x: &[f32], w: &[f32], m: usize, n: usize, k: us
 
 /// Rows per block of [`matmul_nt_parallel`]: the block's inputs stay in the core's cache
 /// while the weight streams past.
-pub(crate) const ROW_CHUNK: usize = 128;
+pub(crate) const ROW_CHUNK: usize = 64;
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -245,8 +245,25 @@ mod avx512 {
             }
         }
         for (a, row) in acc.iter().enumerate() {
-            for (b, &v) in row.iter().enumerate() {
-                *dst.get_unchecked_mut((r + a) * dst_stride + j + b) = _mm512_reduce_add_ps(v);
+            let out = dst.as_mut_ptr().add((r + a) * dst_stride + j);
+            if C == 4 {
+                // Four sums at once: halve each accumulator to 256 bits, then pairwise
+                // horizontal adds leave column b's sum in lane b of each 128-bit half.
+                let half = |v: __m512| {
+                    _mm256_add_ps(
+                        _mm512_castps512_ps256(v),
+                        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+                    )
+                };
+                let h01 = _mm256_hadd_ps(half(row[0]), half(row[1]));
+                let h23 = _mm256_hadd_ps(half(row[2]), half(row[3]));
+                let h = _mm256_hadd_ps(h01, h23);
+                let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+                _mm_storeu_ps(out, sums);
+            } else {
+                for (b, &v) in row.iter().enumerate() {
+                    *out.add(b) = _mm512_reduce_add_ps(v);
+                }
             }
         }
     }

@@ -16,7 +16,7 @@ use super::simd;
 
 /// Rows per chunk: the chunk's inputs stay in the core's cache while an item's weight
 /// block streams past.
-pub(crate) const CHUNK_ROWS: usize = 128;
+pub(crate) const CHUNK_ROWS: usize = 64;
 
 /// One expert's weights, f32 row-major.
 #[derive(Debug, Clone, Copy)]
