@@ -150,6 +150,58 @@ impl Model {
         Ok(self.decode_loop(first, cache, config, hooks, tokenizer, None)?.0)
     }
 
+    /// `rows` continuations of one prompt (a one-row shared prompt pass), e.g. samples
+    /// with one seed each: the prompt's upper layers run once and its cache is copied to
+    /// the rows, instead of computing `rows` identical prompt passes. `hooks` apply to the
+    /// decoding steps (a perturbation must not enter at the prompt; use
+    /// [`Model::generate_shadowed`] for perturbed rows).
+    ///
+    /// ```no_run
+    /// use latentevo_model::{load, GenerationConfig, Hooks, Sampling, TokenBatch};
+    /// let loaded = load("models/tiny/llama", &Default::default())?;
+    /// let model = &loaded.model;
+    /// let prompt = TokenBatch::left_padded(&[loaded.encode("Hello world")?], 0);
+    /// let shared = model.run_lower_layers(&prompt, 1, false)?;
+    /// let config = GenerationConfig {
+    ///     max_new_tokens: 8,
+    ///     sampling: Sampling::Random { temperature: 0.7, top_p: 1.0, seeds: (0..4).collect() },
+    ///     ..Default::default()
+    /// };
+    /// let out = model.generate_samples(&shared, 4, &config, &Hooks::default(), loaded.tokenizer.as_ref())?;
+    /// assert_eq!(out.sequences.len(), 4);
+    /// # Ok::<(), latentevo_model::ModelError>(())
+    /// ```
+    pub fn generate_samples(
+        &self,
+        shared: &SharedPrompt,
+        rows: usize,
+        config: &GenerationConfig,
+        hooks: &Hooks,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<GenerationOutput> {
+        if rows == 0 {
+            return Err(ModelError::InvalidRequest("zero continuations asked for".into()));
+        }
+        if shared.batch_size() != 1 {
+            return Err(ModelError::InvalidRequest(format!(
+                "generate_samples takes a one-row shared prompt, this one has {} rows",
+                shared.batch_size()
+            )));
+        }
+        if hooks.perturb.is_some() {
+            return Err(ModelError::InvalidRequest(
+                "generate_samples runs the prompt once for every row, so it takes no perturbation \
+                 (use generate_shadowed)"
+                    .into(),
+            ));
+        }
+        let (first, cache) = self.forward_upper_layers(shared, hooks, LogitsMode::Last)?;
+        let map = vec![0; rows];
+        let first = first.select_rows(&map)?;
+        let cache = cache.select_rows_split(&map, 0, rows)?;
+        Ok(self.decode_loop(first, cache, config, hooks, tokenizer, None)?.0)
+    }
+
     /// Generates from a one-row shared prompt pass for `hooks.perturb`'s rows, each decoded
     /// beside an unperturbed *shadow* row that is fed the same tokens.
     ///
