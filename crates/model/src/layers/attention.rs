@@ -16,9 +16,8 @@ const KERNEL_MAX_QUERIES: usize = 128;
 /// Multi-head attention with grouped-query heads, optional q/k norms, clipping and biases.
 #[derive(Debug, Clone)]
 pub(crate) struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj` and `v_proj` stacked: one product gives all three.
+    qkv_proj: Linear,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -45,10 +44,25 @@ impl Attention {
                 Some(candle_nn::rms_norm(nkv * d, cfg.rms_norm_eps, vb.pp("k_norm"))?),
             ),
         };
+        let q = linear_maybe_bias(h, nq * d, vb.pp("q_proj"))?;
+        let k = linear_maybe_bias(h, nkv * d, vb.pp("k_proj"))?;
+        let v = linear_maybe_bias(h, nkv * d, vb.pp("v_proj"))?;
+        let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+        let bias = match (q.bias(), k.bias(), v.bias()) {
+            (None, None, None) => None,
+            (qb, kb, vb_) => {
+                let part = |b: Option<&Tensor>, n: usize| match b {
+                    Some(b) => Ok(b.clone()),
+                    None => Tensor::zeros(n, weight.dtype(), weight.device()),
+                };
+                Some(Tensor::cat(
+                    &[part(qb, nq * d)?, part(kb, nkv * d)?, part(vb_, nkv * d)?],
+                    0,
+                )?)
+            }
+        };
         Ok(Attention {
-            q_proj: linear_maybe_bias(h, nq * d, vb.pp("q_proj"))?,
-            k_proj: linear_maybe_bias(h, nkv * d, vb.pp("k_proj"))?,
-            v_proj: linear_maybe_bias(h, nkv * d, vb.pp("v_proj"))?,
+            qkv_proj: Linear::new(weight, bias),
             o_proj: linear_maybe_bias(nq * d, h, vb.pp("o_proj"))?,
             q_norm,
             k_norm,
@@ -81,9 +95,10 @@ impl Attention {
         let (cos, sin) = (&step.cos, &step.sin);
         let (b, t, _) = x.dims3()?;
         let (d, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
-        let mut q = linear(&self.q_proj, x)?;
-        let mut k = linear(&self.k_proj, x)?;
-        let mut v = linear(&self.v_proj, x)?;
+        let qkv = linear(&self.qkv_proj, x)?;
+        let mut q = qkv.narrow(2, 0, nq * d)?.contiguous()?;
+        let mut k = qkv.narrow(2, nq * d, nkv * d)?.contiguous()?;
+        let mut v = qkv.narrow(2, (nq + nkv) * d, nkv * d)?.contiguous()?;
         if let Some(c) = self.clip_qkv {
             q = q.clamp(-c, c)?;
             k = k.clamp(-c, c)?;
