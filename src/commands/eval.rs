@@ -137,6 +137,18 @@ pub struct RunArgs {
     /// Cosine at or above which the selector merges two candidates.
     #[arg(long, default_value_t = 0.85)]
     pub dedup_threshold: f64,
+    /// Mask candidates whose relevance (pointwise mutual information with the prompt,
+    /// when the reward measures it) is below this, as off-topic.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        conflicts_with = "keep_off_topic"
+    )]
+    pub min_relevance: f64,
+    /// Keep candidates whatever their relevance (no off-topic mask).
+    #[arg(long)]
+    pub keep_off_topic: bool,
     /// Cosine at or above which the distinct-ideas metric counts two texts as one idea.
     #[arg(long, default_value_t = 0.85)]
     pub distinct_threshold: f64,
@@ -235,6 +247,7 @@ impl RunArgs {
         c.seed = self.seed;
         c.ideas = self.top_k;
         c.dedup_threshold = self.dedup_threshold;
+        c.min_relevance = (!self.keep_off_topic).then_some(self.min_relevance);
         Ok(c)
     }
 

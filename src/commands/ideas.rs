@@ -82,6 +82,18 @@ pub struct IdeasArgs {
     /// Cosine similarity at or above which two answers count as the same idea.
     #[arg(long, default_value_t = 0.85)]
     pub dedup_threshold: f64,
+    /// Mask candidates whose relevance (pointwise mutual information with the prompt,
+    /// when the reward measures it) is below this, as off-topic.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        conflicts_with = "keep_off_topic"
+    )]
+    pub min_relevance: f64,
+    /// Keep candidates whatever their relevance (no off-topic mask).
+    #[arg(long)]
+    pub keep_off_topic: bool,
     /// Sentence-embedding model directory [default: all-MiniLM-L6-v2, materialised on first use].
     #[arg(long)]
     pub embedder: Option<PathBuf>,
@@ -130,6 +142,7 @@ impl IdeasArgs {
         cfg.seed = self.seed;
         cfg.ideas = self.top_k;
         cfg.dedup_threshold = self.dedup_threshold;
+        cfg.min_relevance = (!self.keep_off_topic).then_some(self.min_relevance);
         Ok(cfg)
     }
 }

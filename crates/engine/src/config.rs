@@ -176,6 +176,11 @@ pub struct SearchConfig {
     /// Guardrail: a candidate with negative advantage whose mean per-token k3 KL estimate
     /// exceeds this gets weight 0 (a "lethal mutation").
     pub kl_guard: f64,
+    /// Guardrail: with a reward that measures relevance, a candidate whose pointwise
+    /// mutual information with the prompt is below this is masked as off-topic (the
+    /// prompt made it less likely than no prompt does: it does not answer it). `None`
+    /// keeps every candidate.
+    pub min_relevance: Option<f64>,
     /// Temperature of Diffusion Evolution's fitness mapping `exp(advantage / T)`.
     pub fitness_temperature: f64,
     /// Diffusion Evolution: dimension of the random projection its kernel distances are
@@ -223,6 +228,7 @@ impl SearchConfig {
             dedup_threshold: 0.85,
             mmr_lambda: 0.5,
             kl_guard: 0.5,
+            min_relevance: Some(0.0),
             fitness_temperature: 1.0,
             kernel_dim: Some(2),
             calibration_probes: 4,
@@ -294,6 +300,14 @@ impl SearchConfig {
             ));
         }
         positive("kl-guard", self.kl_guard)?;
+        if let Some(v) = self.min_relevance {
+            if !v.is_finite() {
+                return Err(EngineError::config(
+                    "min-relevance",
+                    format!("must be a finite number, got {v}"),
+                ));
+            }
+        }
         positive("fitness-temperature", self.fitness_temperature)?;
         if self.kernel_dim == Some(0) {
             return Err(EngineError::config("kernel-dim", "must be at least 1, got 0"));

@@ -22,6 +22,8 @@ pub(crate) struct RoundInputs<'a> {
     /// The prompt's tokens (chat template included): answer tokens that repeat one of its
     /// bigrams are left out of the pointwise mutual information.
     pub prompt_ids: &'a [u32],
+    /// Candidates with relevance below this are masked as off-topic.
+    pub min_relevance: Option<f64>,
     pub stop: &'a [u32],
 }
 
@@ -136,7 +138,11 @@ pub(crate) fn score_round(
             k3: k3[i],
             drift: out.drift.row_share(i),
             advantage: None,
-            masked: s.masked.map(|m| m.to_string()),
+            masked: s.masked.map(|m| m.to_string()).or_else(|| {
+                let r = relevance.as_ref()?[i];
+                let min = inputs.min_relevance?;
+                (r < min).then(|| format!("off-topic: relevance (PMI with the prompt) {r:.3} below {min}"))
+            }),
         })
         .collect();
     Ok(ScoredRound {

@@ -218,6 +218,7 @@ impl Engine {
             reference_embedding: reference_embedding.as_deref(),
             null_context: &null_context,
             prompt_ids: &prompt_ids,
+            min_relevance: cfg.min_relevance,
             stop: &stop,
         };
 

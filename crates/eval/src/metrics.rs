@@ -14,7 +14,10 @@
 //!   joins the first group whose first member it has cosine >= threshold with);
 //! - `mean_fluency`: mean over ideas of the mean log-prob per token under the unperturbed
 //!   model; `mean_kl`: mean over ideas of the mean per-token KL(perturbed || base);
-//! - `masked_share`: masked candidates / all candidates generated.
+//! - `masked_share`: masked candidates / all candidates generated;
+//! - `prompt_similarity`: `mean_i cos(e_i, p)`, `p` the prompt's embedding (set by the
+//!   runner); `mean_relevance`: the mean of the ideas' `relevance` term (pointwise mutual
+//!   information with the prompt) when the reward has one.
 //!
 //! Over the pool (the unmasked candidates): `vendi`, `distinct_ideas`,
 //! `mean_pairwise_distance`, `mean_fluency`; and `degenerate_share`, the candidates the
@@ -60,6 +63,14 @@ pub struct IdeaMetrics {
     pub mean_kl: Option<f64>,
     /// Masked candidates over all candidates generated.
     pub masked_share: f64,
+    /// Mean cosine between each idea and the prompt (a model-free check that the ideas
+    /// stay on the request).
+    #[serde(default)]
+    pub prompt_similarity: Option<f64>,
+    /// Mean of the ideas' `relevance` reward term (pointwise mutual information with the
+    /// prompt), when the reward has one.
+    #[serde(default)]
+    pub mean_relevance: Option<f64>,
 }
 
 /// Metrics over every unmasked candidate of an item (see the module docs).
@@ -123,6 +134,8 @@ pub fn idea_metrics(
         mean_fluency: finite_mean(fluency.iter().copied()),
         mean_kl: finite_mean(kl.iter().copied()),
         masked_share,
+        prompt_similarity: None,
+        mean_relevance: None,
     }
 }
 

@@ -102,7 +102,9 @@ fn record(
     // Every candidate and the greedy answer, embedded once.
     let mut texts: Vec<&str> = candidates.iter().map(|c| c.text.as_str()).collect();
     texts.push(result.reference.as_str());
+    texts.push(result.prompt.as_str());
     let mut embeddings = engine.embedder().embed(&texts)?;
+    let prompt_embedding = embeddings.pop();
     let reference_embedding = embeddings.pop();
     let find = |round: usize, index: usize| {
         candidates
@@ -149,7 +151,7 @@ fn record(
     };
     let idea_texts: Vec<&str> = chosen.iter().map(|&(i, _)| candidates[i].text.as_str()).collect();
     let idea_embeddings: Vec<Vec<f32>> = chosen.iter().map(|&(i, _)| embeddings[i].clone()).collect();
-    let metrics = idea_metrics(
+    let mut metrics = idea_metrics(
         &idea_texts,
         &idea_embeddings,
         &chosen.iter().map(|&(_, r)| r).collect::<Vec<_>>(),
@@ -162,6 +164,19 @@ fn record(
         threshold,
         masked_share,
     );
+    metrics.prompt_similarity = prompt_embedding.as_deref().and_then(|p| {
+        crate::metrics::finite_mean(
+            idea_embeddings
+                .iter()
+                .map(|e| latentevo_reward::metrics::cosine(e, p)),
+        )
+    });
+    metrics.mean_relevance = crate::metrics::finite_mean(ideas.iter().flat_map(|i| {
+        i.terms
+            .iter()
+            .filter(|(name, _)| name == "relevance")
+            .map(|&(_, v)| v)
+    }));
     let kept: Vec<usize> = (0..candidates.len())
         .filter(|&i| candidates[i].masked.is_none())
         .collect();

@@ -68,7 +68,7 @@ fn some(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-const IDEA_METRICS: [Metric; 11] = [
+const IDEA_METRICS: [Metric; 13] = [
     Metric {
         key: "best_reward",
         title: "best reward",
@@ -121,6 +121,18 @@ const IDEA_METRICS: [Metric; 11] = [
         key: "kl",
         title: "KL",
         get: |r| r.metrics.mean_kl,
+        percent: false,
+    },
+    Metric {
+        key: "relevance",
+        title: "relevance",
+        get: |r| r.metrics.mean_relevance,
+        percent: false,
+    },
+    Metric {
+        key: "prompt_similarity",
+        title: "prompt cos",
+        get: |r| r.metrics.prompt_similarity,
         percent: false,
     },
     Metric {
@@ -735,6 +747,8 @@ const NOTES: &str = r#"
   effective number of different ideas, 1 to K.
 - **distinct-1 / distinct-2**: unique word uni-/bigrams over all of the K texts together.
 - **novelty**: mean of 1 - cosine between each idea and the greedy (unperturbed) answer.
+- **relevance**: mean of the ideas' `relevance` reward term, the pointwise mutual information with the prompt (new tokens only); blank when the reward has no such term.
+- **prompt cos**: mean cosine between each idea's embedding and the prompt's: a model-free check that the ideas stay on the request (spread can also come from leaving it).
 - **distinct ideas**: groups of a greedy partition of the K at the stated cosine threshold.
   The selector already merges candidates at the dedup threshold, so for selected ideas
   this is usually K; the pool's count separates methods.
