@@ -11,7 +11,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
-use crate::error::{ModelError, Result};
+use crate::error::{candle_message, ModelError, Result};
 use crate::model::Model;
 
 /// How to load a model.
@@ -220,7 +220,10 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }.map_err(|e| {
             ModelError::Weights {
                 path: file.clone(),
-                message: format!("not a valid safetensors file (truncated or damaged?): {e}"),
+                message: format!(
+                    "not a valid safetensors file (truncated or damaged?): {}",
+                    candle_message(&e)
+                ),
             }
         })?;
     }
@@ -228,12 +231,12 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, &options.device) }.map_err(|e| {
         ModelError::Weights {
             path: dir.to_path_buf(),
-            message: e.to_string(),
+            message: candle_message(&e),
         }
     })?;
     let model = Model::new(&cfg, vb).map_err(|e| ModelError::Weights {
         path: dir.to_path_buf(),
-        message: describe_weight_error(&e),
+        message: candle_message(&e),
     })?;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.is_file() {
@@ -283,14 +286,8 @@ pub fn model_from_tensors(
     let vb = VarBuilder::from_tensors(tensors, options.resolved_dtype(), &options.device);
     Model::new(cfg, vb).map_err(|e| ModelError::Weights {
         path: origin.to_path_buf(),
-        message: describe_weight_error(&e),
+        message: candle_message(&e),
     })
-}
-
-fn describe_weight_error(e: &candle_core::Error) -> String {
-    // candle's messages name the tensor; drop the backtrace noise.
-    let text = e.to_string();
-    text.lines().next().unwrap_or(&text).to_string()
 }
 
 /// Loads a `tokenizer.json`, naming the file on failure.
@@ -353,12 +350,15 @@ pub fn read_tensors(files: &[PathBuf], device: &Device, dtype: DType) -> Result<
     for file in files {
         let weights_error = |e: candle_core::Error| ModelError::Weights {
             path: file.clone(),
-            message: format!("not a valid safetensors file (truncated or damaged?): {e}"),
+            message: format!(
+                "not a valid safetensors file (truncated or damaged?): {}",
+                candle_message(&e)
+            ),
         };
         for (name, t) in candle_core::safetensors::load(file, device).map_err(weights_error)? {
             let t = t.to_dtype(dtype).map_err(|e| ModelError::Weights {
                 path: file.clone(),
-                message: format!("tensor `{name}`: {e}"),
+                message: format!("tensor `{name}`: {}", candle_message(&e)),
             })?;
             tensors.insert(name, t);
         }

@@ -30,6 +30,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
 
 use crate::config::ModelConfig;
+use crate::error::candle_message;
 
 mod metadata;
 mod tensors;
@@ -194,7 +195,7 @@ impl GgufFile {
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader).map_err(|e| GgufError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: candle_message(&e),
         })?;
         Ok(Self {
             path: path.to_path_buf(),
