@@ -329,7 +329,8 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
 
 /// The shard file names a `model.safetensors.index.json` lists in its `weight_map`,
-/// sorted, each once.
+/// sorted, each once. Each must be a relative path inside the checkpoint directory (no
+/// `..`, no absolute path): an index cannot point the loader at other files.
 pub fn read_safetensors_index(index: &Path) -> Result<Vec<String>> {
     let json = crate::config::read_json(index)?;
     let map = json
@@ -339,7 +340,28 @@ pub fn read_safetensors_index(index: &Path) -> Result<Vec<String>> {
             path: index.to_path_buf(),
             field: "weight_map".into(),
         })?;
-    let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    let mut names = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| ModelError::InvalidField {
+            path: index.to_path_buf(),
+            field: "weight_map".into(),
+            message: format!("tensor `{tensor}`: expected a file name, got {file}"),
+        })?;
+        let inside = !file.is_empty()
+            && Path::new(file)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(ModelError::InvalidField {
+                path: index.to_path_buf(),
+                field: "weight_map".into(),
+                message: format!(
+                    "tensor `{tensor}`: shard {file:?} is not a file name inside the checkpoint directory"
+                ),
+            });
+        }
+        names.insert(file);
+    }
     Ok(names.into_iter().map(String::from).collect())
 }
 

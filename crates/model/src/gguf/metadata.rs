@@ -35,6 +35,18 @@ impl GgufFile {
         let hidden = self.usize(&k("embedding_length"))?;
         let intermediate = self.usize(&k("feed_forward_length"))?;
         let layers = self.usize(&k("block_count"))?;
+        // Each layer has 9 tensors: a count the tensor table cannot hold is refused before
+        // anything is planned per layer.
+        let tensors = self.content.tensor_infos.len();
+        if layers.saturating_mul(9) > tensors {
+            return Err(self.bad(
+                &k("block_count"),
+                format!(
+                    "{layers} layers need at least {} tensors, the file has {tensors}",
+                    layers.saturating_mul(9)
+                ),
+            ));
+        }
         let heads = self.usize(&k("attention.head_count"))?;
         let kv_heads = match self.opt_usize(&k("attention.head_count_kv"))? {
             Some(v) => v,
