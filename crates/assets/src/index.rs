@@ -199,7 +199,10 @@ impl PackageIndex {
         let tls = self.tls_config()?;
         let response = self
             .get(&page_url, &tls)?
-            .set("Accept", &format!("{SIMPLE_JSON}, text/html;q=0.1"))
+            .set(
+                "Accept",
+                &format!("{SIMPLE_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"),
+            )
             .call()
             .map_err(|e| format!("GET {shown}: {}", describe(e)))?;
         let final_url = Url::parse(response.get_url()).unwrap_or_else(|_| page_url.clone());
