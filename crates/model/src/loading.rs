@@ -290,12 +290,39 @@ pub fn model_from_tensors(
     })
 }
 
-/// Loads a `tokenizer.json`, naming the file on failure.
+/// Loads a `tokenizer.json`, naming the file on failure (see [`parse_tokenizer`]).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
-        message: format!("does not parse: {e}"),
+        source,
+    })?;
+    parse_tokenizer(&text).map_err(|message| ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        message: format!("does not parse: {message}"),
     })
+}
+
+/// Builds a tokenizer from its JSON, with an error, never a panic, for a damaged file.
+///
+/// The `tokenizers` crate (0.23) panics on some bad input instead of returning an error
+/// (found by the `tokenizer_json` fuzz target: a syntax error inside `decoder` hits an
+/// `expect`; a `Precompiled` normalizer without its character map hits another). So the
+/// JSON's syntax is checked first, without building it, and a panic that still escapes
+/// the crate is caught and reported as an error (its message still goes to stderr
+/// through the panic hook).
+pub fn parse_tokenizer(json: &str) -> std::result::Result<Tokenizer, String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| format!("not valid JSON: {e}"))?;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| json.parse::<Tokenizer>())) {
+        Ok(parsed) => parsed.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(format!("the tokenizers crate failed on it ({why})"))
+        }
+    }
 }
 
 /// The weight files of a checkpoint directory: the shards its

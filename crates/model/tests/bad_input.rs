@@ -182,6 +182,37 @@ fn unparsable_tokenizer_is_named() {
     );
 }
 
+/// A `tokenizer.json` on which the tokenizers crate panics is an error naming the file
+/// (the `tokenizer_json` fuzz target's crash: a syntax error inside `decoder`; and a
+/// `Precompiled` normalizer without its map, valid JSON).
+#[test]
+fn tokenizer_that_panics_the_tokenizers_crate_is_an_error() {
+    let (_tmp, dir) = copy_fixture("llama");
+    let path = dir.join("tokenizer.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let broken_decoder = original.replacen(
+        "\"decoder\": {\n    \"type\": \"ByteLevel\",",
+        "\"decoder\": {\n    \"type\": \"ByteLevel\"",
+        1,
+    );
+    let precompiled = original.replacen(
+        "\"normalizer\": null",
+        "\"normalizer\": {\"type\": \"Precompiled\"}",
+        1,
+    );
+    for (what, text) in [("decoder", broken_decoder), ("normalizer", precompiled)] {
+        assert_ne!(text, original, "{what}: the edit did not apply");
+        std::fs::write(&path, &text).unwrap();
+        let err = load_err(&dir);
+        assert!(
+            err.contains("tokenizer.json") && err.contains("tokenizer") && err.contains("does not parse"),
+            "{what}: {err}"
+        );
+        let err = latentevo_model::load_tokenizer(&path).unwrap_err();
+        assert!(matches!(err, ModelError::Tokenizer { .. }), "{what}: {err:?}");
+    }
+}
+
 #[test]
 fn checkpoint_without_tokenizer_runs_on_ids() {
     let (_tmp, dir) = copy_fixture("llama");

@@ -157,11 +157,10 @@ impl GgufFile {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        s.parse::<tokenizers::Tokenizer>()
-            .map_err(|e| GgufError::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })
+        crate::loading::parse_tokenizer(&s).map_err(|message| GgufError::Tokenizer {
+            path: self.path.clone(),
+            message,
+        })
     }
 
     /// `tokenizer.chat_template`, when present.
