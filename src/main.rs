@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Search the model's hidden states for diverse, high-reward ideas for a prompt.
     Ideas(Box<commands::ideas::IdeasArgs>),
+    /// Evaluate the search against sampling baselines over prompt sets (and merge shards,
+    /// write summaries).
+    Eval(Box<commands::eval::EvalArgs>),
     /// Describe a model: family, layers, experts, top-k, parameters, vocabulary.
     Inspect(commands::inspect::InspectArgs),
     /// Run one forward pass and print logits and expert routing.
@@ -40,6 +43,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ideas(args) => commands::ideas::run(*args),
+        Command::Eval(args) => commands::eval::run(*args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Forward(args) => commands::forward::run(args),
         Command::Upcycle(args) => commands::upcycle::run(args),

@@ -1,6 +1,7 @@
 //! The subcommands of the `latentevo` binary, one module each.
 
 pub mod bench;
+pub mod eval;
 pub mod forward;
 pub mod ideas;
 pub mod inspect;

@@ -193,7 +193,7 @@ fn display<S: serde::Serializer>(spec: &RewardSpec, s: S) -> std::result::Result
 /// answer that leaves the topic loses) plus novelty against the other candidates plus a
 /// little fluency, and a length term so that a two-word answer (whose per-token PMI can
 /// be high) does not pass for an idea.
-pub const DEFAULT_REWARD: &str = "relevance + novelty:population + 0.1*fluency + 0.5*length(30)";
+pub const DEFAULT_REWARD: &str = "relevance + novelty:population + 0.1*fluency + length(30)";
 
 impl SearchConfig {
     /// The defaults for a model of `num_layers` layers: layer at ~27% of the depth (the

@@ -19,6 +19,9 @@ pub(crate) struct RoundInputs<'a> {
     pub reference_embedding: Option<&'a [f32]>,
     /// The context that stands for "no prompt" (pointwise mutual information).
     pub null_context: &'a [u32],
+    /// The prompt's tokens (chat template included): answer tokens that repeat one of its
+    /// bigrams are left out of the pointwise mutual information.
+    pub prompt_ids: &'a [u32],
     pub stop: &'a [u32],
 }
 
@@ -81,11 +84,15 @@ pub(crate) fn score_round(
     let embeddings = inputs.embedder.embed(&text_refs)?;
     let relevance = if needs.relevance {
         let unconditional = model.score_continuations(inputs.null_context, &content, &Hooks::default())?;
+        let bigrams = token_bigrams(inputs.prompt_ids);
         Some(
-            unconditional
+            content
                 .iter()
-                .zip(&fluency)
-                .map(|(u, f)| f - mean(u))
+                .enumerate()
+                .map(|(i, tokens)| {
+                    let base = &out.base_logprobs[i][..tokens.len()];
+                    pointwise_mutual_information(tokens, base, &unconditional[i], inputs.prompt_ids, &bigrams)
+                })
                 .collect::<Vec<f64>>(),
         )
     } else {
@@ -139,6 +146,40 @@ pub(crate) fn score_round(
     })
 }
 
+/// The bigrams of a token sequence.
+fn token_bigrams(tokens: &[u32]) -> std::collections::HashSet<(u32, u32)> {
+    tokens.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+/// Mean over the answer's tokens of `log p(token | prompt, answer so far) - log p(token |
+/// no prompt, answer so far)`, leaving out every token that continues a bigram of the
+/// prompt (with the prompt's last token before the answer's first): copying the request
+/// is likely under the prompt and unlikely without it, so it would otherwise score as
+/// the most relevant answer. 0 when every token is a copy (nothing new was said).
+fn pointwise_mutual_information(
+    tokens: &[u32],
+    with_prompt: &[f32],
+    without_prompt: &[f32],
+    prompt: &[u32],
+    prompt_bigrams: &std::collections::HashSet<(u32, u32)>,
+) -> f64 {
+    let mut previous = prompt.last().copied();
+    let (mut sum, mut count) = (0.0, 0usize);
+    for (j, &token) in tokens.iter().enumerate() {
+        let copied = previous.is_some_and(|p| prompt_bigrams.contains(&(p, token)));
+        if !copied {
+            sum += with_prompt[j] as f64 - without_prompt[j] as f64;
+            count += 1;
+        }
+        previous = Some(token);
+    }
+    if count == 0 {
+        0.0
+    } else {
+        sum / count as f64
+    }
+}
+
 /// The judge: the model rates each answer from 1 to 9; the score is the expected rating
 /// under its next-token distribution restricted to the nine digits, mapped to [0, 1].
 pub(crate) fn judge_scores(loaded: &LoadedModel, prompt: &str, answers: &[String]) -> Result<Vec<f64>> {
@@ -188,4 +229,39 @@ pub(crate) fn judge_scores(loaded: &LoadedModel, prompt: &str, answers: &[String
         }
     }
     Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pmi_leaves_out_tokens_copied_from_the_prompt() {
+        let prompt = [1u32, 2, 3, 4];
+        let bigrams = token_bigrams(&prompt);
+        // Answer 9, 2, 3, 7: "2 3" repeats a prompt bigram, so only 9, 2 and 7 count
+        // (2 follows 9, which is not a prompt bigram).
+        let tokens = [9u32, 2, 3, 7];
+        let with = [-1.0f32, -2.0, -0.1, -3.0];
+        let without = [-2.0f32, -2.5, -5.0, -3.5];
+        let got = pointwise_mutual_information(&tokens, &with, &without, &prompt, &bigrams);
+        assert!((got - (1.0 + 0.5 + 0.5) / 3.0).abs() < 1e-12, "{got}");
+        // The prompt's last token and the answer's first form a bigram too.
+        let echo = [1u32, 2, 3, 4];
+        let got = pointwise_mutual_information(&echo, &with, &without, &prompt, &bigrams);
+        assert!(
+            (got - 1.0).abs() < 1e-12,
+            "only the first token (4 -> 1 is new) counts: {got}"
+        );
+        let all_copied = [4u32, 5];
+        let prompt2 = [5u32, 4, 5];
+        let got = pointwise_mutual_information(
+            &all_copied,
+            &[-1.0, -1.0],
+            &[-9.0, -9.0],
+            &prompt2,
+            &token_bigrams(&prompt2),
+        );
+        assert_eq!(got, 0.0);
+    }
 }

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use latentevo_model::{
-    GenerationConfig, Hooks, LoadedModel, Perturbation, Positions, Routing, Sampling, ShadowedOutput,
-    TokenBatch,
+    GenerationConfig, Hooks, LoadedModel, Perturbation, Positions, Routing, RoutingDrift, Sampling,
+    ShadowedOutput, TokenBatch,
 };
 use latentevo_reward::{Embedder, RewardSpec};
 
@@ -217,6 +217,7 @@ impl Engine {
             reference_text: &reference_text,
             reference_embedding: reference_embedding.as_deref(),
             null_context: &null_context,
+            prompt_ids: &prompt_ids,
             stop: &stop,
         };
 
@@ -261,12 +262,34 @@ impl Engine {
                 lock: lock.as_ref(),
                 ..Hooks::default()
             };
-            let out: ShadowedOutput = model.generate_shadowed(
-                &shared_prompt,
-                &generation_for(round),
-                &hooks,
-                self.loaded.tokenizer.as_ref(),
-            )?;
+            let out: ShadowedOutput = if cfg.scale == Scale::None {
+                // Plain sampling: the unperturbed model is its own shadow (its log-probs
+                // are the base log-probs, its KL is 0), so no shadow rows are decoded.
+                let started = Instant::now();
+                let out = model.generate_samples(
+                    &shared_prompt,
+                    cfg.population,
+                    &generation_for(round),
+                    &Hooks::default(),
+                    self.loaded.tokenizer.as_ref(),
+                )?;
+                ShadowedOutput {
+                    base_logprobs: out.sequences.iter().map(|s| s.logprobs.clone()).collect(),
+                    kl: out.sequences.iter().map(|s| vec![0.0; s.tokens.len()]).collect(),
+                    sequences: out.sequences,
+                    drift: RoutingDrift::default(),
+                    routing: out.routing,
+                    prefill_seconds: 0.0,
+                    decode_seconds: started.elapsed().as_secs_f64(),
+                }
+            } else {
+                model.generate_shadowed(
+                    &shared_prompt,
+                    &generation_for(round),
+                    &hooks,
+                    self.loaded.tokenizer.as_ref(),
+                )?
+            };
             let reward_started = Instant::now();
             let scored = score_round(&shared, round, &latents, &out)?;
             warnings.extend(scored.warnings);

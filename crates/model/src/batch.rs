@@ -15,6 +15,14 @@ pub struct TokenBatch {
 }
 
 impl TokenBatch {
+    /// Rows `0..n` of this batch.
+    pub(crate) fn first_rows(&self, n: usize) -> TokenBatch {
+        TokenBatch {
+            ids: self.ids[..n].to_vec(),
+            valid: self.valid[..n].to_vec(),
+        }
+    }
+
     /// Left-pads `sequences` with `pad_id` to the longest one.
     pub fn left_padded(sequences: &[Vec<u32>], pad_id: u32) -> Self {
         let len = sequences.iter().map(Vec::len).max().unwrap_or(0);

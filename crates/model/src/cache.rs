@@ -61,13 +61,17 @@ impl KvCache {
         })
     }
 
-    /// A cache whose row `j` is this cache's row `map[j]`.
-    pub(crate) fn select_rows(&self, map: &[usize]) -> Result<KvCache> {
+    /// A cache whose row `j` is this cache's row `map[j]`, except that the layers below
+    /// `split` keep only rows `map[..lower]`: for a twinned batch ([`crate::Model::forward_twinned`]) whose rows
+    /// `lower..` repeat rows `..lower` there.
+    pub(crate) fn select_rows_split(&self, map: &[usize], split: usize, lower: usize) -> Result<KvCache> {
         let layers = self
             .layers
             .iter()
-            .map(|l| match l {
+            .enumerate()
+            .map(|(l, c)| match c {
                 Some(c) => {
+                    let map = if l < split { &map[..lower] } else { map };
                     let (k, v) = (c.keys()?, c.values()?);
                     let index = row_index(map, k.device())?;
                     Ok(Some(LayerKv::new(

@@ -10,8 +10,8 @@ use crate::batch::TokenBatch;
 use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
 use crate::hooks::{Hooks, Perturbation, Routing, RoutingDrift, RoutingLock};
+use crate::kernels::logits::{kl_pairs, row_stats, RowStats};
 use crate::model::{ForwardOutput, LogitsMode, Model};
-use crate::scoring::kl_divergence;
 use crate::shared_prompt::SharedPrompt;
 
 /// How the next token is chosen.
@@ -150,6 +150,58 @@ impl Model {
         Ok(self.decode_loop(first, cache, config, hooks, tokenizer, None)?.0)
     }
 
+    /// `rows` continuations of one prompt (a one-row shared prompt pass), e.g. samples
+    /// with one seed each: the prompt's upper layers run once and its cache is copied to
+    /// the rows, instead of computing `rows` identical prompt passes. `hooks` apply to the
+    /// decoding steps (a perturbation must not enter at the prompt; use
+    /// [`Model::generate_shadowed`] for perturbed rows).
+    ///
+    /// ```no_run
+    /// use latentevo_model::{load, GenerationConfig, Hooks, Sampling, TokenBatch};
+    /// let loaded = load("models/tiny/llama", &Default::default())?;
+    /// let model = &loaded.model;
+    /// let prompt = TokenBatch::left_padded(&[loaded.encode("Hello world")?], 0);
+    /// let shared = model.run_lower_layers(&prompt, 1, false)?;
+    /// let config = GenerationConfig {
+    ///     max_new_tokens: 8,
+    ///     sampling: Sampling::Random { temperature: 0.7, top_p: 1.0, seeds: (0..4).collect() },
+    ///     ..Default::default()
+    /// };
+    /// let out = model.generate_samples(&shared, 4, &config, &Hooks::default(), loaded.tokenizer.as_ref())?;
+    /// assert_eq!(out.sequences.len(), 4);
+    /// # Ok::<(), latentevo_model::ModelError>(())
+    /// ```
+    pub fn generate_samples(
+        &self,
+        shared: &SharedPrompt,
+        rows: usize,
+        config: &GenerationConfig,
+        hooks: &Hooks,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<GenerationOutput> {
+        if rows == 0 {
+            return Err(ModelError::InvalidRequest("zero continuations asked for".into()));
+        }
+        if shared.batch_size() != 1 {
+            return Err(ModelError::InvalidRequest(format!(
+                "generate_samples takes a one-row shared prompt, this one has {} rows",
+                shared.batch_size()
+            )));
+        }
+        if hooks.perturb.is_some() {
+            return Err(ModelError::InvalidRequest(
+                "generate_samples runs the prompt once for every row, so it takes no perturbation \
+                 (use generate_shadowed)"
+                    .into(),
+            ));
+        }
+        let (first, cache) = self.forward_upper_layers(shared, hooks, LogitsMode::Last)?;
+        let map = vec![0; rows];
+        let first = first.select_rows(&map)?;
+        let cache = cache.select_rows_split(&map, 0, rows)?;
+        Ok(self.decode_loop(first, cache, config, hooks, tokenizer, None)?.0)
+    }
+
     /// Generates from a one-row shared prompt pass for `hooks.perturb`'s rows, each decoded
     /// beside an unperturbed *shadow* row that is fed the same tokens.
     ///
@@ -230,9 +282,13 @@ impl Model {
                 ..hooks.clone()
             };
             let (first, cache) = self.forward_upper_layers(&single, &hooks, LogitsMode::Last)?;
-            // Rows 0..rows stay, row `rows` becomes rows..2 * rows.
+            // Rows 0..rows stay, row `rows` becomes rows..2 * rows; below the perturbed
+            // layer a candidate and its shadow are one row (see `Model::forward_twinned`).
             let map: Vec<usize> = (0..rows).chain(std::iter::repeat_n(rows, rows)).collect();
-            (first.select_rows(&map)?, cache.select_rows(&map)?)
+            (
+                first.select_rows(&map)?,
+                cache.select_rows_split(&map, perturb.layer, rows)?,
+            )
         };
         let prefill_seconds = started.elapsed().as_secs_f64();
         let zeros = Tensor::zeros((rows, hidden), perturb.delta.dtype(), perturb.delta.device())?;
@@ -250,8 +306,24 @@ impl Model {
             lock: lock.as_ref(),
             ..hooks.clone()
         };
+        // Below the perturbed layer a candidate and its shadow compute the same thing; the
+        // lock there needs no following (each row is its own shadow).
+        let lower_lock = hooks.lock.map(|l| RoutingLock {
+            follow: None,
+            ..l.clone()
+        });
+        let lower_hooks = Hooks {
+            perturb: None,
+            lock: lower_lock.as_ref(),
+            ..hooks.clone()
+        };
+        let twins = Twins {
+            rows,
+            split: perturb.layer,
+            lower_hooks,
+        };
         let started = std::time::Instant::now();
-        let (out, kl) = self.decode_loop(first, cache, config, &hooks, tokenizer, Some(rows))?;
+        let (out, kl) = self.decode_loop(first, cache, config, &hooks, tokenizer, Some(twins))?;
         let decode_seconds = started.elapsed().as_secs_f64();
         let mut sequences = out.sequences;
         let shadows = sequences.split_off(rows);
@@ -279,8 +351,9 @@ impl Model {
         config: &GenerationConfig,
         hooks: &Hooks,
         tokenizer: Option<&Tokenizer>,
-        twins: Option<usize>,
+        shadows: Option<Twins>,
     ) -> Result<(GenerationOutput, Option<Vec<Vec<f32>>>)> {
+        let twins = shadows.as_ref().map(|t| t.rows);
         let rows = cache.batch_size();
         let leaders = twins.unwrap_or(rows);
         if !config.stop_strings.is_empty() && tokenizer.is_none() {
@@ -309,13 +382,32 @@ impl Model {
         let mut logits = first.logits.expect("LogitsMode::Last returns logits");
         for step in 0..config.max_new_tokens {
             let sampling_started = std::time::Instant::now();
-            let table = logits.to_vec2::<f32>()?;
-            let step_kl = match twins {
-                Some(n) => Some(
-                    kl_divergence(&logits.narrow(0, 0, n)?, &logits.narrow(0, n, n)?)?.to_vec1::<f32>()?,
-                ),
-                None => None,
+            let vocab = logits.dim(1)?;
+            // The logits in place when they are f32 on the CPU, else one copy to the host.
+            let view = crate::kernels::F32View::new(&logits);
+            let copied;
+            let table: &[f32] = match &view {
+                Some(v) => v.as_slice(),
+                None => {
+                    copied = logits
+                        .to_dtype(candle_core::DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    &copied
+                }
             };
+            let row_of = |r: usize| &table[r * vocab..(r + 1) * vocab];
+            let stats = row_stats(table, vocab);
+            let step_kl = twins.map(|n| {
+                let pairs: Vec<(usize, usize)> =
+                    (0..n).filter(|&i| !finished[i]).map(|i| (i, n + i)).collect();
+                let values = kl_pairs(table, vocab, &stats, &pairs);
+                let mut by_row = vec![0f32; n];
+                for (&(i, _), v) in pairs.iter().zip(values) {
+                    by_row[i] = v;
+                }
+                by_row
+            });
             let mut next = Vec::with_capacity(rows);
             for row in 0..rows {
                 if finished[row] {
@@ -326,7 +418,7 @@ impl Model {
                     // A shadow: its leader's token, scored under its own distribution.
                     let leader = row - leaders;
                     let token = next[leader];
-                    let logprob = logprob_of(&table[row], token);
+                    let logprob = stats[row].logprob(row_of(row), token);
                     let leader_finish = sequences[leader].finish;
                     let seq = &mut sequences[row];
                     seq.tokens.push(token);
@@ -338,7 +430,7 @@ impl Model {
                     next.push(token);
                     continue;
                 }
-                let (token, logprob) = choosers[row].choose(&table[row]);
+                let (token, logprob) = choosers[row].choose(row_of(row), &stats[row]);
                 if let (Some(kl), Some(step_kl)) = (kl.as_mut(), step_kl.as_ref()) {
                     kl[row].push(step_kl[row]);
                 }
@@ -358,10 +450,22 @@ impl Model {
                 next.push(token);
             }
             crate::profile::add_since(crate::profile::Part::Sampling, sampling_started);
+            drop(view); // releases `logits` for the next step
             if finished.iter().all(|&f| f) || step + 1 == config.max_new_tokens {
                 break;
             }
-            let out = self.forward(&TokenBatch::column(&next), &mut cache, hooks, LogitsMode::Last)?;
+            let column = TokenBatch::column(&next);
+            let out = match &shadows {
+                Some(t) if t.split > 0 => self.forward_twinned(
+                    &column,
+                    &mut cache,
+                    hooks,
+                    &t.lower_hooks,
+                    LogitsMode::Last,
+                    t.split,
+                )?,
+                _ => self.forward(&column, &mut cache, hooks, LogitsMode::Last)?,
+            };
             if let (Some(all), Some(more)) = (routing.as_mut(), out.routing) {
                 all.extend(more);
             }
@@ -391,6 +495,14 @@ impl Model {
             kl,
         ))
     }
+}
+
+/// The shadow rows of a decoding loop: rows `rows..2 * rows` are fed rows `0..rows`'s
+/// tokens and share their computation below layer `split` ([`Model::forward_twinned`]).
+struct Twins<'a> {
+    rows: usize,
+    split: usize,
+    lower_hooks: Hooks<'a>,
 }
 
 /// What [`Model::generate_shadowed`] returns.
@@ -470,53 +582,66 @@ impl Chooser {
         }
     }
 
-    fn choose(&mut self, logits: &[f32]) -> (u32, f32) {
+    /// The next token from one row of logits and its log-probability at temperature 1
+    /// (the model's own distribution, whatever the sampling temperature).
+    fn choose(&mut self, logits: &[f32], stats: &RowStats) -> (u32, f32) {
         let token = match (&self.sampling, self.rng.as_mut()) {
             (
                 Sampling::Random {
                     temperature, top_p, ..
                 },
                 Some(rng),
-            ) => sample(logits, *temperature, *top_p, rng.random::<f64>()),
-            _ => argmax(logits),
+            ) => sample(logits, stats, *temperature, *top_p, rng.random::<f64>()),
+            _ => stats.argmax,
         };
-        (token, logprob_of(logits, token))
+        (token, stats.logprob(logits, token))
     }
 }
 
-fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in values.iter().enumerate() {
-        if *v > values[best] {
-            best = i;
+/// Inverse-CDF sampling at `temperature` from the nucleus of mass `top_p`: `u` in [0, 1)
+/// picks the token. With the whole distribution (`top_p = 1`) tokens are taken in
+/// vocabulary order, summed in blocks, so no sort is needed; a nucleus sorts only the
+/// tokens that can belong to it.
+fn sample(logits: &[f32], stats: &RowStats, temperature: f64, top_p: f64, u: f64) -> u32 {
+    use crate::kernels::simd;
+    let inv_t = (1.0 / temperature) as f32;
+    let max = logits[stats.argmax as usize];
+    let shift = max * inv_t;
+    if top_p >= 1.0 {
+        const BLOCK: usize = 512;
+        let sums: Vec<f32> = logits
+            .chunks(BLOCK)
+            .map(|b| simd::sum_exp(b, inv_t, shift))
+            .collect();
+        let total: f64 = sums.iter().map(|&s| s as f64).sum();
+        let mut target = u * total;
+        for (b, &s) in sums.iter().enumerate() {
+            if target < s as f64 || b + 1 == sums.len() {
+                let start = b * BLOCK;
+                let block = &logits[start..(start + BLOCK).min(logits.len())];
+                for (i, &x) in block.iter().enumerate() {
+                    target -= simd::exp(x.mul_add(inv_t, -shift)) as f64;
+                    if target < 0.0 {
+                        return (start + i) as u32;
+                    }
+                }
+                return (start + block.len() - 1) as u32;
+            }
+            target -= s as f64;
         }
+        return stats.argmax;
     }
-    best as u32
-}
-
-/// `log_softmax(logits, 1.0)[token]`, the same arithmetic without the whole vector.
-fn logprob_of(logits: &[f32], token: u32) -> f32 {
-    let max = logits.iter().map(|&x| x as f64).fold(f64::NEG_INFINITY, f64::max);
-    let log_sum = logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
-    (logits[token as usize] as f64 - log_sum) as f32
-}
-
-fn log_softmax(logits: &[f32], temperature: f64) -> Vec<f32> {
-    let scaled: Vec<f64> = logits.iter().map(|&x| x as f64 / temperature).collect();
-    let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let log_sum = scaled.iter().map(|x| (x - max).exp()).sum::<f64>().ln() + max;
-    scaled.iter().map(|x| (x - log_sum) as f32).collect()
-}
-
-/// Inverse-CDF sampling from the nucleus: `u` in [0, 1) picks the token.
-fn sample(logits: &[f32], temperature: f64, top_p: f64, u: f64) -> u32 {
-    let logprobs = log_softmax(logits, temperature);
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&x| (x.mul_add(inv_t, -shift) as f64).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut order: Vec<usize> = (0..logits.len()).filter(|&i| weights[i] > 0.0).collect();
+    order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]).then(a.cmp(&b)));
     let mut kept = Vec::new();
     let mut mass = 0.0;
     for &i in &order {
-        let p = (logprobs[i] as f64).exp();
+        let p = weights[i] / total;
         kept.push((i, p));
         mass += p;
         if mass >= top_p {
@@ -531,38 +656,73 @@ fn sample(logits: &[f32], temperature: f64, top_p: f64, u: f64) -> u32 {
             return i as u32;
         }
     }
-    kept.last().map_or(0, |&(i, _)| i as u32)
+    kept.last().map_or(stats.argmax, |&(i, _)| i as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::logits::row_stats;
+
+    fn stats(logits: &[f32]) -> RowStats {
+        row_stats(logits, logits.len())[0]
+    }
 
     #[test]
     fn nucleus_keeps_the_top_mass() {
         // probabilities ~ [0.64, 0.24, 0.09, 0.03]
         let logits = [3.0f32, 2.0, 1.0, 0.0];
+        let st = stats(&logits);
         // top_p 0.5 keeps only the first token, whatever u is.
         for u in [0.0, 0.5, 0.999] {
-            assert_eq!(sample(&logits, 1.0, 0.5, u), 0);
+            assert_eq!(sample(&logits, &st, 1.0, 0.5, u), 0);
         }
         // With the full distribution, a u near 1 reaches the last token.
-        assert_eq!(sample(&logits, 1.0, 1.0, 0.9999), 3);
+        assert_eq!(sample(&logits, &st, 1.0, 1.0, 0.9999), 3);
     }
 
+    /// The share of a uniform grid of `u` mapped to each token is its probability at the
+    /// temperature (inverse-CDF sampling), over several of the 512-token blocks.
     #[test]
-    fn logprob_of_matches_log_softmax() {
-        let logits = [1.0f32, -2.5, 3.25, 0.0];
-        let full = log_softmax(&logits, 1.0);
-        for t in 0..4 {
-            assert_eq!(logprob_of(&logits, t), full[t as usize]);
+    fn sampling_follows_the_tempered_distribution() {
+        let vocab = 1500;
+        let logits: Vec<f32> = (0..vocab)
+            .map(|i| ((i * 7919 % 1000) as f32 / 100.0) - 5.0)
+            .collect();
+        let st = stats(&logits);
+        for (temperature, top_p) in [(1.0, 1.0), (0.5, 1.0), (0.7, 0.9)] {
+            let weights: Vec<f64> = logits.iter().map(|&x| (x as f64 / temperature).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            let grid = 20_000;
+            let mut counts = vec![0usize; vocab];
+            for g in 0..grid {
+                let u = (g as f64 + 0.5) / grid as f64;
+                counts[sample(&logits, &st, temperature, top_p, u) as usize] += 1;
+            }
+            if top_p >= 1.0 {
+                for i in 0..vocab {
+                    let p = weights[i] / total;
+                    let share = counts[i] as f64 / grid as f64;
+                    assert!(
+                        (share - p).abs() < 2e-4,
+                        "T {temperature}: token {i}: {share} vs {p}"
+                    );
+                }
+            } else {
+                // Only the most likely tokens, up to the mass, ever come out.
+                let mut order: Vec<usize> = (0..vocab).collect();
+                order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]));
+                let mut mass = 0.0;
+                let mut nucleus = std::collections::HashSet::new();
+                for &i in &order {
+                    nucleus.insert(i);
+                    mass += weights[i] / total;
+                    if mass >= top_p {
+                        break;
+                    }
+                }
+                assert!((0..vocab).all(|i| counts[i] == 0 || nucleus.contains(&i)));
+            }
         }
-    }
-
-    #[test]
-    fn log_softmax_normalises() {
-        let lp = log_softmax(&[1.0, 2.0, 3.0], 1.0);
-        let total: f64 = lp.iter().map(|&x| (x as f64).exp()).sum();
-        assert!((total - 1.0).abs() < 1e-6);
     }
 }

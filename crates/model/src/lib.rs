@@ -40,6 +40,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod hooks;
+mod kernels;
 mod layers;
 pub mod loading;
 pub mod model;

@@ -175,6 +175,75 @@ impl Model {
         Ok(recorder.into_output(self.head(&hidden, logits)?))
     }
 
+    /// A forward call over `2n` rows whose rows `n..2n` are fed the same tokens as rows
+    /// `0..n` and can differ from them only from layer `split` on (where a perturbation
+    /// enters, as for a candidate and its unperturbed shadow): the layers below `split`
+    /// run once, for rows `0..n`, and their output goes on to both halves. `cache` holds
+    /// `n` rows in those layers ([`KvCache::select_rows_split`]). `lower_hooks` apply there
+    /// — the hooks without rows following other rows, since a row and its twin are one
+    /// row there; a following row's locked choices below `split` are counted in the drift
+    /// as unchanged, as [`Model::forward`] counts them.
+    pub(crate) fn forward_twinned(
+        &self,
+        batch: &TokenBatch,
+        cache: &mut KvCache,
+        hooks: &Hooks,
+        lower_hooks: &Hooks,
+        logits: LogitsMode,
+        split: usize,
+    ) -> Result<ForwardOutput> {
+        let rows = batch.batch_size();
+        let n = rows / 2;
+        if !rows.is_multiple_of(2)
+            || batch.ids()[..n] != batch.ids()[n..]
+            || batch.valid()[..n] != batch.valid()[n..]
+        {
+            return Err(ModelError::InvalidRequest(
+                "a twinned forward call takes two halves with the same tokens".into(),
+            ));
+        }
+        if split > self.layers.len() {
+            return Err(self.layer_out_of_range(split));
+        }
+        if hooks.perturb.is_some_and(|p| p.layer < split) || lower_hooks.perturb.is_some() {
+            return Err(ModelError::InvalidRequest(format!(
+                "a twinned forward call shares the layers below {split}: no perturbation may enter there"
+            )));
+        }
+        let step = self.prepare(batch, cache)?;
+        let half = profile::time(Part::Setup, || step.first_rows(n))?;
+        let hidden = self.embed(&batch.first_rows(n))?;
+        let mut lower = Recorder::new(lower_hooks, n);
+        let hidden = self.run_layers(hidden, 0..split, &half, cache, lower_hooks, &mut lower)?;
+        let mut recorder = Recorder::new(hooks, rows);
+        recorder.absorb_twins(lower)?;
+        if let (Some(lock), Some(moe)) = (hooks.lock, self.cfg.moe.as_ref()) {
+            let layout = &half.layout;
+            for l in (0..split).filter(|&l| self.cfg.is_moe_layer(l)) {
+                for idx in (0..layout.batch * layout.seq).filter(|&i| layout.valid[i]) {
+                    let (row, position) = (idx / layout.seq, layout.positions[idx]);
+                    if lock.covers(l, position)
+                        && lock.leader(row).is_some()
+                        && lock.route(l, row, position).is_none()
+                    {
+                        recorder.drift().add(row, 0, moe.top_k as u64);
+                    }
+                }
+            }
+        }
+        let hidden = Tensor::cat(&[&hidden, &hidden], 0)?;
+        let hidden = self.run_layers(
+            hidden,
+            split..self.layers.len(),
+            &step,
+            cache,
+            hooks,
+            &mut recorder,
+        )?;
+        cache.commit(&step.layout);
+        Ok(recorder.into_output(self.head(&hidden, logits)?))
+    }
+
     pub(crate) fn layer_out_of_range(&self, layer: usize) -> ModelError {
         ModelError::InvalidRequest(format!(
             "layer {layer} is out of range: the model has {} layers (0..={})",

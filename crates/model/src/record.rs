@@ -61,6 +61,25 @@ impl Recorder {
         }
     }
 
+    /// Takes in what a pass over rows `0..n` recorded for a twinned batch of `2n` rows
+    /// ([`crate::Model::forward_twinned`]): row `i` of `lower` counts for rows `i` and
+    /// `n + i`.
+    pub fn absorb_twins(&mut self, lower: Recorder) -> candle_core::Result<()> {
+        let n = lower.drift.rows.len();
+        for (i, &(changed, locked)) in lower.drift.rows.iter().enumerate() {
+            self.drift.add(i, changed, locked);
+            self.drift.add(n + i, changed, locked);
+        }
+        for t in lower.ffn_inputs {
+            self.ffn_inputs.push(Tensor::cat(&[&t, &t], 0)?);
+        }
+        if let (Some(routing), Some(lower)) = (self.routing.as_mut(), lower.routing) {
+            let twice: Vec<usize> = (0..n).chain(0..n).collect();
+            routing.extend(lower.select_rows(&twice));
+        }
+        Ok(())
+    }
+
     /// The routing recorded so far (when recording).
     pub fn into_routing(self) -> Option<Routing> {
         self.routing

@@ -42,6 +42,11 @@ impl SharedPrompt {
         &self.hidden
     }
 
+    /// Rows of the prompt pass.
+    pub fn batch_size(&self) -> usize {
+        self.step.layout.batch
+    }
+
     /// Copies a one-row shared prompt to `n` rows.
     pub fn repeat(&self, n: usize) -> Result<SharedPrompt> {
         Ok(SharedPrompt {

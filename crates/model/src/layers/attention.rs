@@ -8,12 +8,16 @@ use super::{CResult, LayerKv, Step};
 use crate::config::{ModelConfig, QkNorm};
 use crate::profile::{self, Part};
 
+/// Queries per row up to which f32 attention on the CPU runs in
+/// [`crate::kernels::attention`] (decoding steps and short prompts); longer calls keep the
+/// batched products, which use the CPU better when there are many keys per query block.
+const KERNEL_MAX_QUERIES: usize = 128;
+
 /// Multi-head attention with grouped-query heads, optional q/k norms, clipping and biases.
 #[derive(Debug, Clone)]
 pub(crate) struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj` and `v_proj` stacked: one product gives all three.
+    qkv_proj: Linear,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -40,10 +44,25 @@ impl Attention {
                 Some(candle_nn::rms_norm(nkv * d, cfg.rms_norm_eps, vb.pp("k_norm"))?),
             ),
         };
+        let q = linear_maybe_bias(h, nq * d, vb.pp("q_proj"))?;
+        let k = linear_maybe_bias(h, nkv * d, vb.pp("k_proj"))?;
+        let v = linear_maybe_bias(h, nkv * d, vb.pp("v_proj"))?;
+        let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+        let bias = match (q.bias(), k.bias(), v.bias()) {
+            (None, None, None) => None,
+            (qb, kb, vb_) => {
+                let part = |b: Option<&Tensor>, n: usize| match b {
+                    Some(b) => Ok(b.clone()),
+                    None => Tensor::zeros(n, weight.dtype(), weight.device()),
+                };
+                Some(Tensor::cat(
+                    &[part(qb, nq * d)?, part(kb, nkv * d)?, part(vb_, nkv * d)?],
+                    0,
+                )?)
+            }
+        };
         Ok(Attention {
-            q_proj: linear_maybe_bias(h, nq * d, vb.pp("q_proj"))?,
-            k_proj: linear_maybe_bias(h, nkv * d, vb.pp("k_proj"))?,
-            v_proj: linear_maybe_bias(h, nkv * d, vb.pp("v_proj"))?,
+            qkv_proj: Linear::new(weight, bias),
             o_proj: linear_maybe_bias(nq * d, h, vb.pp("o_proj"))?,
             q_norm,
             k_norm,
@@ -76,9 +95,10 @@ impl Attention {
         let (cos, sin) = (&step.cos, &step.sin);
         let (b, t, _) = x.dims3()?;
         let (d, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
-        let mut q = linear(&self.q_proj, x)?;
-        let mut k = linear(&self.k_proj, x)?;
-        let mut v = linear(&self.v_proj, x)?;
+        let qkv = linear(&self.qkv_proj, x)?;
+        let mut q = qkv.narrow(2, 0, nq * d)?.contiguous()?;
+        let mut k = qkv.narrow(2, nq * d, nkv * d)?.contiguous()?;
+        let mut v = qkv.narrow(2, (nq + nkv) * d, nkv * d)?.contiguous()?;
         if let Some(c) = self.clip_qkv {
             q = q.clamp(-c, c)?;
             k = k.clamp(-c, c)?;
@@ -110,6 +130,11 @@ impl Attention {
         // `[b, kv_heads, groups * t, d]` (query head `h` uses kv head `h / groups`).
         let (b, nq, t, d) = q.dims4()?;
         let (nkv, past) = (k.dim(1)?, k.dim(2)?);
+        if t <= KERNEL_MAX_QUERIES && crate::kernels::applies(q) {
+            if let Some(out) = self.attend_cpu(q, k, v, mask)? {
+                return linear(&self.o_proj, &out);
+            }
+        }
         let rows = nq / nkv * t;
         let dtype = q.dtype();
         let q = q.reshape((b, nkv, rows, d))?;
@@ -121,5 +146,55 @@ impl Attention {
         let out = probs.matmul(v)?.reshape((b, nq, t, d))?;
         let out = out.transpose(1, 2)?.reshape((b, t, nq * d))?;
         linear(&self.o_proj, &out)
+    }
+
+    /// [`Attention::attend`]'s scores, softmax and values in the CPU kernel, reading the
+    /// cache in place: `[b, t, heads * d]`, or `None` if a tensor is not f32 on the CPU.
+    fn attend_cpu(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> CResult<Option<Tensor>> {
+        use crate::kernels::{attention, with_f32};
+        let (b, nq, t, d) = q.dims4()?;
+        let (nkv, keys) = (k.dim(1)?, k.dim(2)?);
+        let mask = mask.contiguous()?;
+        if mask.dims() != [b, 1, t, keys] {
+            candle_core::bail!(
+                "attention mask has shape {:?}, expected [{b}, 1, {t}, {keys}]",
+                mask.dims()
+            );
+        }
+        let out = with_f32(q, |qd, ql| {
+            with_f32(k, |kd, kl| {
+                with_f32(v, |vd, vl| {
+                    crate::kernels::with_contiguous_f32(&mask, |md| {
+                        let view = |data, layout: &candle_core::Layout| {
+                            let s = layout.stride();
+                            attention::Strided {
+                                data,
+                                start: layout.start_offset(),
+                                stride: [s[0], s[1], s[2], s[3]],
+                            }
+                        };
+                        attention::forward(
+                            view(qd, ql),
+                            view(kd, kl),
+                            view(vd, vl),
+                            md,
+                            attention::Shape {
+                                batch: b,
+                                query_heads: nq,
+                                kv_heads: nkv,
+                                queries: t,
+                                keys,
+                                head_dim: d,
+                            },
+                            self.scale as f32,
+                        )
+                    })
+                })
+            })
+        });
+        match out.flatten().flatten().flatten() {
+            Some(out) => Ok(Some(Tensor::from_vec(out, (b, t, nq * d), q.device())?)),
+            None => Ok(None),
+        }
     }
 }

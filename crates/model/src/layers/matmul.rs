@@ -16,18 +16,39 @@ pub(crate) fn flip(device: &Device, rows: usize) -> bool {
     device.is_cpu() && rows <= FLIP_ROWS
 }
 
-/// `x @ w.t()` for `x: [.., in]` and `w: [out, in]`: `[.., out]`.
+/// `x @ w.t()` for `x: [.., in]` and `w: [out, in]`: `[.., out]`. f32 on the CPU goes
+/// through [`crate::kernels::matmul`].
 pub(crate) fn matmul_wt(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
     let mut dims = x.dims().to_vec();
     let inner = *dims.last().expect("matmul of a scalar");
     let rows = x.elem_count() / inner.max(1);
+    let (out_dim, w_inner) = w.dims2()?;
+    if w_inner != inner {
+        candle_core::bail!("matmul_wt: input has {inner} columns but the weight {w_inner}");
+    }
+    *dims.last_mut().expect("checked") = out_dim;
+    if crate::kernels::applies(x) {
+        let x = x.contiguous()?;
+        let y = match (crate::kernels::F32View::new(&x), crate::kernels::F32View::new(w)) {
+            (Some(xv), Some(wv)) => Some(crate::kernels::matmul::matmul_nt_parallel(
+                xv.as_slice(),
+                wv.as_slice(),
+                rows,
+                out_dim,
+                inner,
+            )),
+            _ => None,
+        };
+        if let Some(y) = y {
+            return Tensor::from_vec(y, dims, x.device());
+        }
+    }
     let x2 = x.reshape((rows, inner))?;
     let y = if flip(x.device(), rows) {
         w.matmul(&x2.t()?)?.t()?.contiguous()?
     } else {
         x2.matmul(&w.t()?)?
     };
-    *dims.last_mut().expect("checked") = w.dim(0)?;
     y.reshape(dims)
 }
 

@@ -7,8 +7,12 @@ use super::matmul::flip;
 use super::CResult;
 
 /// A SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
+///
+/// The gate and up weights are kept as one `[2 * inter, hidden]` tensor (the CPU kernels
+/// run them as one product); `gate` and `up` are views of its two halves.
 #[derive(Debug, Clone)]
 pub(crate) struct Mlp {
+    gate_up: Tensor,
     gate: Tensor,
     up: Tensor,
     down: Tensor,
@@ -18,16 +22,28 @@ impl Mlp {
     /// Loads `gate_proj`/`up_proj`/`down_proj` (or Mixtral's `w1`/`w3`/`w2`) under `vb`.
     pub fn new(hidden: usize, inter: usize, names: [&str; 3], vb: VarBuilder) -> CResult<Self> {
         let [g, u, dn] = names;
-        Ok(Mlp {
-            gate: linear_no_bias(hidden, inter, vb.pp(g))?.weight().clone(),
-            up: linear_no_bias(hidden, inter, vb.pp(u))?.weight().clone(),
-            down: linear_no_bias(inter, hidden, vb.pp(dn))?.weight().clone(),
-        })
+        Self::from_weights(
+            linear_no_bias(hidden, inter, vb.pp(g))?.weight(),
+            linear_no_bias(hidden, inter, vb.pp(u))?.weight(),
+            linear_no_bias(inter, hidden, vb.pp(dn))?.weight().clone(),
+        )
     }
 
     /// An MLP of the given weights (`gate`, `up`: `[inter, hidden]`, `down`: `[hidden, inter]`).
-    pub fn from_weights(gate: Tensor, up: Tensor, down: Tensor) -> Self {
-        Mlp { gate, up, down }
+    pub fn from_weights(gate: &Tensor, up: &Tensor, down: Tensor) -> CResult<Self> {
+        let inter = gate.dim(0)?;
+        let gate_up = Tensor::cat(&[gate, up], 0)?;
+        Ok(Mlp {
+            gate: gate_up.narrow(0, 0, inter)?,
+            up: gate_up.narrow(0, inter, inter)?,
+            gate_up,
+            down: down.contiguous()?,
+        })
+    }
+
+    /// The fused `[gate; up]` weight `[2 * inter, hidden]` and `down` `[hidden, inter]`.
+    pub fn fused_weights(&self) -> (&Tensor, &Tensor) {
+        (&self.gate_up, &self.down)
     }
 
     /// `x: [n, hidden]` → `[n, hidden]`.

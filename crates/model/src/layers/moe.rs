@@ -151,8 +151,53 @@ impl Router {
 }
 
 /// Runs each expert on the tokens routed to it and sums the weighted outputs:
-/// `xs: [n, hidden]`, one decision per row of `xs`.
+/// `xs: [n, hidden]`, one decision per row of `xs`. f32 on the CPU goes through
+/// [`crate::kernels::moe`]; anything else through candle ops, expert by expert.
 pub(crate) fn dispatch(experts: &[Mlp], xs: &Tensor, decisions: &[Decision]) -> CResult<Tensor> {
+    if crate::kernels::applies(xs) {
+        if let Some(out) = dispatch_cpu(experts, xs, decisions)? {
+            return Ok(out);
+        }
+    }
+    dispatch_candle(experts, xs, decisions)
+}
+
+/// The CPU kernel's dispatch; `None` if a tensor is not contiguous f32 on the CPU.
+fn dispatch_cpu(experts: &[Mlp], xs: &Tensor, decisions: &[Decision]) -> CResult<Option<Tensor>> {
+    use crate::kernels::{moe, F32View};
+    let (n, hidden) = xs.dims2()?;
+    let xs_contiguous = xs.contiguous()?;
+    let views: Option<Vec<(F32View, F32View)>> = experts
+        .iter()
+        .map(|e| {
+            let (gate_up, down) = e.fused_weights();
+            Some((F32View::new(gate_up)?, F32View::new(down)?))
+        })
+        .collect();
+    let (Some(views), Some(x)) = (views, F32View::new(&xs_contiguous)) else {
+        return Ok(None);
+    };
+    let inter = match experts.first() {
+        Some(e) => e.fused_weights().1.dim(1)?,
+        None => return Ok(Some(xs.zeros_like()?)),
+    };
+    let weights: Vec<moe::ExpertWeights> = views
+        .iter()
+        .map(|(gate_up, down)| moe::ExpertWeights {
+            gate_up: gate_up.as_slice(),
+            down: down.as_slice(),
+        })
+        .collect();
+    let routes: Vec<(&[u32], &[f32])> = decisions
+        .iter()
+        .map(|d| (d.experts.as_slice(), d.weights.as_slice()))
+        .collect();
+    let out = moe::forward(x.as_slice(), hidden, inter, &weights, &routes);
+    Ok(Some(Tensor::from_vec(out, (n, hidden), xs.device())?))
+}
+
+/// The candle-ops dispatch: per expert, gather its tokens, run it, scale, scatter-add.
+fn dispatch_candle(experts: &[Mlp], xs: &Tensor, decisions: &[Decision]) -> CResult<Tensor> {
     // For each expert: the token indices it serves and the weight of each.
     let mut assignments: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
     for (idx, d) in decisions.iter().enumerate() {
@@ -206,11 +251,11 @@ impl MoeBlock {
                 let experts = (0..e)
                     .map(|x| {
                         let fused = input.i(x)?;
-                        Ok(Mlp::from_weights(
-                            fused.narrow(0, 0, i)?.contiguous()?,
-                            fused.narrow(0, i, i)?.contiguous()?,
+                        Mlp::from_weights(
+                            &fused.narrow(0, 0, i)?,
+                            &fused.narrow(0, i, i)?,
                             output.i(x)?.contiguous()?,
-                        ))
+                        )
                     })
                     .collect::<CResult<_>>()?;
                 (router, experts)

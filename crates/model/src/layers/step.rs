@@ -35,6 +35,23 @@ pub(crate) struct Step {
 }
 
 impl Step {
+    /// The step of rows `0..n` alone.
+    pub(crate) fn first_rows(&self, n: usize) -> Result<Step> {
+        let layout = &self.layout;
+        let tokens = n * layout.seq;
+        Ok(Step {
+            layout: TokenLayout {
+                batch: n,
+                seq: layout.seq,
+                positions: layout.positions[..tokens].to_vec(),
+                valid: layout.valid[..tokens].to_vec(),
+            },
+            mask: self.mask.narrow(0, 0, n)?,
+            cos: self.cos.narrow(0, 0, n)?,
+            sin: self.sin.narrow(0, 0, n)?,
+        })
+    }
+
     /// This one-row step copied to `n` rows (a population sharing a prompt).
     pub(crate) fn repeat(&self, n: usize) -> Result<Step> {
         let layout = &self.layout;

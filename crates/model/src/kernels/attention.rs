@@ -1,0 +1,361 @@
+//! Scaled dot-product attention over a key/value cache on the CPU.
+//!
+//! One work item per (row, query head): for each of its queries, the scores against
+//! every key the mask allows, a softmax, and the weighted sum of the values. Keys and
+//! values are read in place from the cache buffers (any strides), so nothing is copied
+//! per step; grouped-query heads read their kv head directly.
+
+use rayon::prelude::*;
+
+use super::simd;
+
+/// A `[rows, heads, positions, head_dim]` f32 tensor's data with its strides (elements).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Strided<'a> {
+    pub data: &'a [f32],
+    /// Offset of element `[0, 0, 0, 0]`.
+    pub start: usize,
+    /// Strides of the four dimensions; the last must be 1.
+    pub stride: [usize; 4],
+}
+
+impl Strided<'_> {
+    #[inline(always)]
+    fn row(&self, b: usize, h: usize, p: usize, len: usize) -> &[f32] {
+        let at = self.start + b * self.stride[0] + h * self.stride[1] + p * self.stride[2];
+        &self.data[at..at + len]
+    }
+}
+
+/// The shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub batch: usize,
+    pub query_heads: usize,
+    pub kv_heads: usize,
+    /// Queries per row.
+    pub queries: usize,
+    /// Keys per row (past and new).
+    pub keys: usize,
+    pub head_dim: usize,
+}
+
+/// `softmax(q k^T * scale + mask) v` for `q: [b, heads, t, d]`, `k, v: [b, kv_heads, keys, d]`,
+/// `mask: [b, 1, t, keys]` (additive, contiguous); returns `[b, t, heads * d]`.
+pub(crate) fn forward(
+    q: Strided,
+    k: Strided,
+    v: Strided,
+    mask: &[f32],
+    shape: Shape,
+    scale: f32,
+) -> Vec<f32> {
+    let Shape {
+        batch,
+        query_heads,
+        kv_heads,
+        queries,
+        head_dim: d,
+        ..
+    } = shape;
+    let groups = query_heads / kv_heads;
+    // Item (row, kv head) writes the [t, d] outputs of the query heads sharing that kv
+    // head, which are adjacent in a [b, heads, t, d] buffer; each key and value row is
+    // read once for all of them.
+    let mut by_head = vec![0f32; batch * query_heads * queries * d];
+    by_head
+        .par_chunks_mut(groups * queries * d)
+        .enumerate()
+        .for_each(|(item, out)| {
+            let (b, kvh) = (item / kv_heads, item % kv_heads);
+            attend_group(q, k, v, mask, shape, scale, b, kvh, groups, out);
+        });
+    if queries == 1 {
+        return by_head; // [b, heads, 1, d] is already [b, 1, heads * d]
+    }
+    let mut out = vec![0f32; by_head.len()];
+    for b in 0..batch {
+        for h in 0..query_heads {
+            for i in 0..queries {
+                let src = ((b * query_heads + h) * queries + i) * d;
+                let dst = ((b * queries + i) * query_heads + h) * d;
+                out[dst..dst + d].copy_from_slice(&by_head[src..src + d]);
+            }
+        }
+    }
+    out
+}
+
+simd::vectorized! {
+    /// Row `b`, kv head `kvh` and its `groups` query heads: their `[t, d]` outputs, one
+    /// head after the other, into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_group(
+        q: Strided,
+        k: Strided,
+        v: Strided,
+        mask: &[f32],
+        shape: Shape,
+        scale: f32,
+        b: usize,
+        kvh: usize,
+        groups: usize,
+        out: &mut [f32],
+    ) {
+        let (queries, keys, d) = (shape.queries, shape.keys, shape.head_dim);
+        let mut scores = vec![0f32; groups * keys];
+        let mut inv = vec![0f32; groups];
+        for i in 0..queries {
+            let mask_row = &mask[(b * queries + i) * keys..(b * queries + i + 1) * keys];
+            for (j, &m) in mask_row.iter().enumerate() {
+                if m == f32::NEG_INFINITY {
+                    for g in 0..groups {
+                        scores[g * keys + j] = f32::NEG_INFINITY;
+                    }
+                    continue;
+                }
+                let key = k.row(b, kvh, j, d);
+                for g in 0..groups {
+                    let query = q.row(b, kvh * groups + g, i, d);
+                    scores[g * keys + j] = simd::dot_inline(query, key) * scale + m;
+                }
+            }
+            for g in 0..groups {
+                let row = &mut scores[g * keys..(g + 1) * keys];
+                let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                inv[g] = 1.0 / simd::exp_shifted_in_place(row, max);
+            }
+            for j in 0..keys {
+                if mask_row[j] == f32::NEG_INFINITY {
+                    continue;
+                }
+                let value = v.row(b, kvh, j, d);
+                for g in 0..groups {
+                    let p = scores[g * keys + j];
+                    if p != 0.0 {
+                        let dst = &mut out[(g * queries + i) * d..(g * queries + i + 1) * d];
+                        simd::axpy_inline(dst, p * inv[g], value);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::with_f32;
+    use candle_core::{DType, Device, Tensor};
+
+    fn strided(t: &Tensor) -> (Vec<f32>, usize, [usize; 4]) {
+        with_f32(t, |data, layout| {
+            let s = layout.stride();
+            (data.to_vec(), layout.start_offset(), [s[0], s[1], s[2], s[3]])
+        })
+        .unwrap()
+    }
+
+    /// Against candle's matmul/softmax expression, with a strided (narrowed) cache,
+    /// grouped heads and a padding mask.
+    #[test]
+    fn matches_the_candle_expression() {
+        let dev = Device::Cpu;
+        let (b, nq, nkv, d, cap) = (3, 6, 2, 16, 40);
+        for (t, keys) in [(1usize, 9usize), (5, 12), (1, 40)] {
+            let q = Tensor::randn(0f32, 1.0, (b, nq, t, d), &dev).unwrap();
+            let kbuf = Tensor::randn(0f32, 1.0, (b, nkv, cap, d), &dev).unwrap();
+            let vbuf = Tensor::randn(0f32, 1.0, (b, nkv, cap, d), &dev).unwrap();
+            let (k, v) = (kbuf.narrow(2, 0, keys).unwrap(), vbuf.narrow(2, 0, keys).unwrap());
+            // Row 1 has two padding keys at the front; causal for the new queries.
+            let mut mask = vec![0f32; b * t * keys];
+            for row in 0..b {
+                for i in 0..t {
+                    for j in 0..keys {
+                        let causal = j <= keys - t + i;
+                        let pad = row == 1 && j < 2;
+                        if !causal || pad {
+                            mask[(row * t + i) * keys + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            let mask_t = Tensor::from_vec(mask.clone(), (b, 1, t, keys), &dev).unwrap();
+            let scale = 0.25f32;
+            let groups = nq / nkv;
+            let qg = q.reshape((b, nkv, groups * t, d)).unwrap();
+            let scores = (qg.matmul(&k.t().unwrap()).unwrap() * scale as f64)
+                .unwrap()
+                .reshape((b, nq, t, keys))
+                .unwrap()
+                .broadcast_add(&mask_t)
+                .unwrap();
+            let probs = candle_nn::ops::softmax_last_dim(&scores)
+                .unwrap()
+                .reshape((b, nkv, groups * t, keys))
+                .unwrap();
+            let want = probs
+                .matmul(&v.contiguous().unwrap())
+                .unwrap()
+                .reshape((b, nq, t, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .reshape((b, t, nq * d))
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let (qd, qs, qst) = strided(&q);
+            let (kd, ks, kst) = strided(&k);
+            let (vd, vs, vst) = strided(&v);
+            let got = forward(
+                Strided {
+                    data: &qd,
+                    start: qs,
+                    stride: qst,
+                },
+                Strided {
+                    data: &kd,
+                    start: ks,
+                    stride: kst,
+                },
+                Strided {
+                    data: &vd,
+                    start: vs,
+                    stride: vst,
+                },
+                &mask,
+                Shape {
+                    batch: b,
+                    query_heads: nq,
+                    kv_heads: nkv,
+                    queries: t,
+                    keys,
+                    head_dim: d,
+                },
+                scale,
+            );
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "t = {t}, keys = {keys}: max difference {worst}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// This kernel against candle-nn 0.11's CPU flash attention (`flash_attn`, which packs
+    /// a batch into its varlen kernel; causal, no padding) at the round's shapes, each
+    /// from its own cache layout (ours reads `[b, kv_heads, len, d]` in place, candle-nn's
+    /// takes `[b, len, kv_heads, d]`): `cargo test --release -p latentevo-model --lib
+    /// kernels::attention::timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn kernel_against_candle_flash_attention() {
+        use std::time::Instant;
+        let dev = Device::Cpu;
+        let (nq, nkv, d) = (9usize, 3usize, 64usize);
+        for (b, t, keys) in [(32usize, 1usize, 96usize), (32, 1, 192), (17, 64, 64)] {
+            let q = Tensor::randn(0f32, 1.0, (b, nq, t, d), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (b, nkv, keys, d), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (b, nkv, keys, d), &dev).unwrap();
+            let mut mask = vec![0f32; b * t * keys];
+            for row in 0..b {
+                for i in 0..t {
+                    for j in 0..keys {
+                        if j > keys - t + i {
+                            mask[(row * t + i) * keys + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            let reps = 50;
+            let ours = {
+                let (qd, kd, vd) = (
+                    q.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    k.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                );
+                let strides = |heads: usize, len: usize| [heads * len * d, len * d, d];
+                let (qs, ks) = (strides(nq, t), strides(nkv, keys));
+                let shape = Shape {
+                    batch: b,
+                    query_heads: nq,
+                    kv_heads: nkv,
+                    queries: t,
+                    keys,
+                    head_dim: d,
+                };
+                let run = || {
+                    forward(
+                        Strided {
+                            data: &qd,
+                            start: 0,
+                            stride: [qs[0], qs[1], qs[2], 1],
+                        },
+                        Strided {
+                            data: &kd,
+                            start: 0,
+                            stride: [ks[0], ks[1], ks[2], 1],
+                        },
+                        Strided {
+                            data: &vd,
+                            start: 0,
+                            stride: [ks[0], ks[1], ks[2], 1],
+                        },
+                        &mask,
+                        shape,
+                        0.125,
+                    )
+                };
+                run();
+                let start = Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(run());
+                }
+                start.elapsed().as_secs_f64() / reps as f64
+            };
+            let theirs = {
+                let (qt, kt, vt) = (
+                    q.transpose(1, 2).unwrap().contiguous().unwrap(),
+                    k.transpose(1, 2).unwrap().contiguous().unwrap(),
+                    v.transpose(1, 2).unwrap().contiguous().unwrap(),
+                );
+                let run = || {
+                    candle_nn::attention::flash_attn::<f32>(
+                        &qt,
+                        &kt,
+                        &vt,
+                        0.125,
+                        candle_nn::attention::AttnMask::causal_with_offset(keys - t),
+                        None,
+                        None,
+                    )
+                    .unwrap()
+                };
+                run();
+                let start = Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(run());
+                }
+                start.elapsed().as_secs_f64() / reps as f64
+            };
+            println!(
+                "b {b:>2}, queries {t:>2}, keys {keys:>3}: ours {:.3} ms, candle-nn flash_attn {:.3} ms (x{:.2})",
+                ours * 1e3,
+                theirs * 1e3,
+                theirs / ours
+            );
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! CPU kernels for the search's hot paths.
+//!
+//! At the sizes a search runs (a few dozen rows per decoding step, a few hundred tokens per
+//! expert in a prompt pass) candle's general CPU ops spend more time dispatching,
+//! allocating and running tiny batched products than doing arithmetic: one MoE layer is
+//! a gather, three products, an activation, a scale and a scatter per expert; one
+//! attention step is a batched product per row and kv head over a handful of keys. The
+//! kernels here work on the tensors' f32 storage directly:
+//!
+//! - [`moe`]: the routed experts of one MoE layer, with the tokens grouped by expert once,
+//!   the gate and up products fused, the activation and routing weight applied in place,
+//!   and the (expert, row-chunk) work items spread over the threads;
+//! - [`attention`]: scaled dot-product attention over a (possibly strided) key/value
+//!   cache with an additive mask, one work item per row and query head;
+//! - [`logits`]: per-row log-sum-exp and arg-max, and the KL divergence between row
+//!   pairs, over the vocabulary, without copying the logits.
+//!
+//! Each kernel is used only for contiguous f32 tensors on the CPU; anything else takes
+//! the candle path, which stays the reference the kernels are tested against
+//! (`kernels::*::tests`). Products go through the `gemm` crate (the one candle's CPU
+//! matmul uses), called without its own threading, since the work items already fill the
+//! threads.
+
+pub(crate) mod attention;
+pub(crate) mod logits;
+pub(crate) mod matmul;
+pub(crate) mod moe;
+pub(crate) mod simd;
+
+use candle_core::{CpuStorage, Layout, Storage, Tensor};
+
+/// Runs `f` on a tensor's f32 CPU storage and layout; `None` if the tensor is not f32 on
+/// the CPU.
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], &Layout) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(data)) => Some(f(data, layout)),
+        _ => None,
+    }
+}
+
+/// The f32 CPU data of a contiguous tensor, from its first element; `None` otherwise.
+pub(crate) fn with_contiguous_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    with_f32(t, |data, layout| {
+        layout
+            .contiguous_offsets()
+            .map(|(start, end)| f(&data[start..end]))
+    })
+    .flatten()
+}
+
+/// A contiguous f32 CPU tensor's data, held under its storage's read lock (so several
+/// can be borrowed at once, e.g. every expert's weights).
+pub(crate) struct F32View<'a> {
+    guard: candle_core::StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> F32View<'a> {
+    /// The view of `t`; `None` unless it is a contiguous f32 CPU tensor.
+    pub fn new(t: &'a Tensor) -> Option<Self> {
+        let (guard, layout) = t.storage_and_layout();
+        let (start, end) = layout.contiguous_offsets()?;
+        matches!(&*guard, Storage::Cpu(CpuStorage::F32(_))).then_some(F32View { guard, start, end })
+    }
+
+    /// The elements, in row-major order.
+    pub fn as_slice(&self) -> &[f32] {
+        match &*self.guard {
+            Storage::Cpu(CpuStorage::F32(data)) => &data[self.start..self.end],
+            _ => unreachable!("checked in F32View::new"),
+        }
+    }
+}
+
+/// Whether the kernels may run on `t`: f32, on the CPU, and not disabled by
+/// `LATENTEVO_KERNELS=0` (which forces the candle path, for comparisons).
+pub(crate) fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && enabled()
+}
+
+fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("LATENTEVO_KERNELS").map_or(true, |v| v != "0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_nt_matches_candle() {
+        let dev = candle_core::Device::Cpu;
+        for (m, n, k) in [(1, 3, 5), (7, 33, 17), (64, 96, 40)] {
+            let a = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let want = a
+                .matmul(&b.t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut got = vec![0f32; m * n];
+            with_contiguous_f32(&a, |a| {
+                with_contiguous_f32(&b, |b| matmul::matmul_nt(&mut got, n, a, b, m, n, k))
+            })
+            .flatten()
+            .unwrap();
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{m}x{n}x{k}: {worst}");
+        }
+    }
+}
