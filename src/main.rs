@@ -31,6 +31,15 @@ enum Command {
 }
 
 fn main() {
+    // Errors print their message only. candle captures a backtrace into every error when
+    // RUST_BACKTRACE (or RUST_LIB_BACKTRACE) is set and prints it as part of the message,
+    // so `error: ...` lines would carry frames from inside candle. RUST_LIB_BACKTRACE=0
+    // stops errors from capturing backtraces while panics still honour RUST_BACKTRACE;
+    // a user who sets RUST_LIB_BACKTRACE themselves gets what they asked for. Set before
+    // any thread starts and before the first backtrace is captured.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ideas(args) => commands::ideas::run(*args),

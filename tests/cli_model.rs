@@ -166,6 +166,84 @@ fn bad_input_fails_with_a_named_problem() {
     }
 }
 
+/// With `RUST_BACKTRACE=1` set, as a user debugging a failure would, bad input still
+/// ends with one `error: ...` line naming the problem and exit status 1: no backtrace
+/// frames from inside candle (which captures one into every error it makes when the
+/// variable is set).
+#[test]
+fn errors_show_no_backtrace_with_rust_backtrace_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // A GGUF file cut inside its header, a zeroed one, a truncated safetensors file.
+    let gguf = std::fs::read(root.join("models/tiny-gguf/tiny-q.gguf")).unwrap();
+    let cut_gguf = tmp.path().join("cut.gguf");
+    std::fs::write(&cut_gguf, &gguf[..100]).unwrap();
+    let zero_gguf = tmp.path().join("zero.gguf");
+    std::fs::write(&zero_gguf, vec![0u8; 4096]).unwrap();
+    let cut_dir = tmp.path().join("cut-safetensors");
+    std::fs::create_dir(&cut_dir).unwrap();
+    std::fs::copy(
+        root.join("models/tiny/llama/config.json"),
+        cut_dir.join("config.json"),
+    )
+    .unwrap();
+    let weights = std::fs::read(root.join("models/tiny/llama/model.safetensors")).unwrap();
+    std::fs::write(cut_dir.join("model.safetensors"), &weights[..5000]).unwrap();
+    let s = |p: &std::path::Path| p.display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "forward".into(),
+                "--model".into(),
+                "/nonexistent".into(),
+                "--ids".into(),
+                "1".into(),
+            ],
+            "/nonexistent",
+        ),
+        (vec!["inspect".into(), s(&cut_gguf)], "does not parse"),
+        (vec!["inspect".into(), s(&zero_gguf)], "unknown magic"),
+        (
+            vec![
+                "forward".into(),
+                "--model".into(),
+                s(&zero_gguf),
+                "--ids".into(),
+                "1".into(),
+            ],
+            "unknown magic",
+        ),
+        (
+            vec![
+                "forward".into(),
+                "--model".into(),
+                s(&cut_dir),
+                "--ids".into(),
+                "1".into(),
+            ],
+            "model.safetensors",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = bin().args(&args).env("RUST_BACKTRACE", "1").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line expected, got:\n{stderr}");
+        assert!(lines[0].starts_with("error: "), "{args:?}: {stderr}");
+        assert!(
+            lines[0].contains(needle),
+            "{args:?}: should mention {needle:?}: {stderr}"
+        );
+        for frame in ["candle_core::", "backtrace", " at /", "   0: "] {
+            assert!(
+                !stderr.contains(frame),
+                "{args:?}: backtrace text {frame:?} in:\n{stderr}"
+            );
+        }
+    }
+}
+
 /// A hub id resolves from the local Hugging Face cache, offline.
 #[test]
 fn hub_ids_load_from_the_local_cache_offline() {

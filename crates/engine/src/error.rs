@@ -22,8 +22,8 @@ pub enum EngineError {
     /// A reward failed in a way that is not per-candidate (e.g. a missing input).
     #[error("reward: {0}")]
     Reward(#[from] latentevo_reward::RewardError),
-    /// A tensor operation failed.
-    #[error(transparent)]
+    /// A tensor operation failed (its message without candle's backtrace).
+    #[error("{}", latentevo_model::error::candle_message(.0))]
     Candle(#[from] candle_core::Error),
     /// Something the search needs is missing (e.g. the model has no tokenizer).
     #[error("{0}")]

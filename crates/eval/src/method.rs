@@ -419,7 +419,7 @@ impl MethodSpec {
                     format!("must be at least 2 continuations per item, got {budget}"),
                 ));
             }
-            if budget % c.population != 0 || budget < c.population {
+            if !budget.is_multiple_of(c.population) || budget < c.population {
                 return Err(EvalError::argument(
                     "budget",
                     format!(

@@ -127,7 +127,7 @@ impl OpenEs {
         check_positive("sigma_decay", cfg.sigma_decay)?;
         check_positive("learning_rate", cfg.learning_rate)?;
         check_positive("learning_rate_decay", cfg.learning_rate_decay)?;
-        if cfg.antithetic && cfg.population_size % 2 != 0 {
+        if cfg.antithetic && !cfg.population_size.is_multiple_of(2) {
             return Err(EvolveError::config(
                 "population_size",
                 format!(

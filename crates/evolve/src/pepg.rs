@@ -104,7 +104,7 @@ impl Pepg {
     pub fn new(cfg: PepgConfig, seed: u64) -> Result<Self> {
         check_nonzero("mean", cfg.mean.len())?;
         check_nonzero("population_size", cfg.population_size)?;
-        if cfg.population_size % 2 != 0 {
+        if !cfg.population_size.is_multiple_of(2) {
             return Err(EvolveError::config(
                 "population_size",
                 format!("must be even (mirrored pairs), got {}", cfg.population_size),

@@ -162,6 +162,12 @@ pub struct Llama3RopeScaling {
     pub original_max_position_embeddings: f64,
 }
 
+/// The largest value a size field (widths, counts of layers, heads, experts, tokens,
+/// positions) may have: 2^24, orders of magnitude above any released model (vocabularies
+/// reach ~2^18, context lengths ~2^23). A larger value is a damaged or hostile file, and
+/// would make the decoder allocate per layer or overflow a product of sizes.
+pub const MAX_CONFIG_SIZE: u64 = 1 << 24;
+
 /// Typed access to config fields, with errors naming the file and field.
 struct Fields<'a> {
     path: &'a Path,
@@ -184,10 +190,14 @@ impl Fields<'_> {
     fn opt_usize(&self, field: &str) -> Result<Option<usize>> {
         match self.raw(field) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|x| Some(x as usize))
-                .ok_or_else(|| self.invalid(field, format!("expected a non-negative integer, got {v}"))),
+            Some(v) => match v.as_u64() {
+                Some(x) if x <= MAX_CONFIG_SIZE => Ok(Some(x as usize)),
+                Some(x) => Err(self.invalid(
+                    field,
+                    format!("{x} is implausibly large (at most {MAX_CONFIG_SIZE})"),
+                )),
+                None => Err(self.invalid(field, format!("expected a non-negative integer, got {v}"))),
+            },
         }
     }
 
@@ -236,8 +246,9 @@ impl Fields<'_> {
                 .iter()
                 .map(|v| {
                     v.as_u64()
+                        .filter(|&x| x <= u64::from(u32::MAX))
                         .map(|x| x as usize)
-                        .ok_or_else(|| self.invalid(field, format!("expected integers, got {v}")))
+                        .ok_or_else(|| self.invalid(field, format!("expected integers below 2^32, got {v}")))
                 })
                 .collect(),
             Some(v) => Err(self.invalid(field, format!("expected a list of integers, got {v}"))),
@@ -251,7 +262,8 @@ impl Fields<'_> {
             Some(Value::Array(_)) => Ok(self.usize_list(field)?.into_iter().map(|x| x as u32).collect()),
             Some(v) => v
                 .as_u64()
-                .map(|x| vec![x as u32])
+                .and_then(|x| u32::try_from(x).ok())
+                .map(|x| vec![x])
                 .ok_or_else(|| self.invalid(field, format!("expected a token id, got {v}"))),
         }
     }
@@ -306,8 +318,11 @@ impl ModelConfig {
                 hidden_size / num_attention_heads
             }
         };
-        if head_dim % 2 != 0 {
-            return Err(f.invalid("head_dim", format!("{head_dim} must be even for RoPE")));
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(f.invalid(
+                "head_dim",
+                format!("{head_dim} must be even and positive for RoPE"),
+            ));
         }
         if let Some(act) = f.raw("hidden_act") {
             if act.as_str() != Some("silu") {
@@ -408,38 +423,42 @@ impl ModelConfig {
     /// Active counts the routed experts a token uses (`top_k` of them) plus everything
     /// dense; the embedding counts once whether or not it is tied.
     pub fn parameter_counts(&self) -> (u64, u64) {
+        // Saturating: a parseable but absurd config (sizes up to MAX_CONFIG_SIZE each)
+        // gives u64::MAX, not an overflow.
+        let mul = |factors: &[u64]| factors.iter().fold(1u64, |acc, &x| acc.saturating_mul(x));
+        let add = |terms: &[u64]| terms.iter().fold(0u64, |acc, &x| acc.saturating_add(x));
         let h = self.hidden_size as u64;
-        let q = (self.num_attention_heads * self.head_dim) as u64;
-        let kv = (self.num_key_value_heads * self.head_dim) as u64;
-        let embed = self.vocab_size as u64 * h;
+        let d = self.head_dim as u64;
+        let q = mul(&[self.num_attention_heads as u64, d]);
+        let kv = mul(&[self.num_key_value_heads as u64, d]);
+        let embed = mul(&[self.vocab_size as u64, h]);
         let head = if self.tie_word_embeddings { 0 } else { embed };
         let qk_norm = match self.qk_norm {
             QkNorm::None => 0,
-            QkNorm::PerHead => 2 * self.head_dim as u64,
-            QkNorm::Full => q + kv,
+            QkNorm::PerHead => mul(&[2, d]),
+            QkNorm::Full => add(&[q, kv]),
         };
         // q/k/v biases are counted by the loader, not here: they are tiny and optional.
-        let attention = h * q + 2 * h * kv + q * h + qk_norm + 2 * h;
-        let dense_mlp = 3 * h * self.intermediate_size as u64;
-        let (mut total, mut active) = (embed + head + h, embed + head + h);
+        let attention = add(&[mul(&[2, h, q]), mul(&[2, h, kv]), qk_norm, mul(&[2, h])]);
+        let dense_mlp = mul(&[3, h, self.intermediate_size as u64]);
+        let (mut total, mut active) = (add(&[embed, head, h]), add(&[embed, head, h]));
         for layer in 0..self.num_hidden_layers {
-            total += attention;
-            active += attention;
-            match self.moe.as_ref().filter(|_| self.is_moe_layer(layer)) {
+            let (all, used) = match self.moe.as_ref().filter(|_| self.is_moe_layer(layer)) {
                 Some(m) => {
-                    let expert = 3 * h * m.expert_intermediate_size as u64;
-                    let router = h * m.num_experts as u64;
+                    let expert = mul(&[3, h, m.expert_intermediate_size as u64]);
+                    let router = mul(&[h, m.num_experts as u64]);
                     let shared = m
                         .shared_expert_intermediate_size
-                        .map_or(0, |s| 3 * h * s as u64 + h);
-                    total += router + shared + expert * m.num_experts as u64;
-                    active += router + shared + expert * m.top_k as u64;
+                        .map_or(0, |s| add(&[mul(&[3, h, s as u64]), h]));
+                    (
+                        add(&[router, shared, mul(&[expert, m.num_experts as u64])]),
+                        add(&[router, shared, mul(&[expert, m.top_k as u64])]),
+                    )
                 }
-                None => {
-                    total += dense_mlp;
-                    active += dense_mlp;
-                }
-            }
+                None => (dense_mlp, dense_mlp),
+            };
+            total = add(&[total, attention, all]);
+            active = add(&[active, attention, used]);
         }
         (total, active)
     }
@@ -643,6 +662,52 @@ mod tests {
         j["num_experts_per_tok"] = json!(9);
         let err = ModelConfig::from_json(&j, "config.json").unwrap_err().to_string();
         assert!(err.contains("between 1 and"), "{err}");
+    }
+
+    /// Hostile sizes are refused before anything is allocated for them (the fuzzer's
+    /// first finding: `num_hidden_layers: 1e12` allocated a flag per layer), token ids
+    /// must fit u32, and the parameter count of a huge but allowed config saturates.
+    #[test]
+    fn implausible_sizes_are_refused() {
+        for field in [
+            "num_hidden_layers",
+            "hidden_size",
+            "num_local_experts",
+            "vocab_size",
+            "head_dim",
+        ] {
+            let mut j = mixtral();
+            j[field] = json!(1u64 << 40);
+            let err = ModelConfig::from_json(&j, "config.json").unwrap_err().to_string();
+            assert!(
+                err.contains(field) && err.contains("implausibly large"),
+                "{field}: {err}"
+            );
+        }
+        let mut j = mixtral();
+        j["eos_token_id"] = json!(1u64 << 33);
+        let err = ModelConfig::from_json(&j, "config.json").unwrap_err().to_string();
+        assert!(err.contains("eos_token_id"), "{err}");
+        let mut j = mixtral();
+        j["head_dim"] = json!(0);
+        assert!(ModelConfig::from_json(&j, "config.json").is_err());
+        let mut j = mixtral();
+        for field in [
+            "hidden_size",
+            "intermediate_size",
+            "vocab_size",
+            "num_local_experts",
+        ] {
+            j[field] = json!(MAX_CONFIG_SIZE);
+        }
+        j["num_attention_heads"] = json!(1 << 20);
+        j["num_key_value_heads"] = json!(1 << 20);
+        j["head_dim"] = json!(1 << 4);
+        j["num_hidden_layers"] = json!(1 << 10);
+        let cfg = ModelConfig::from_json(&j, "config.json").unwrap();
+        let (total, active) = cfg.parameter_counts();
+        assert_eq!(total, u64::MAX, "saturates instead of wrapping");
+        assert!(active > 1 << 60 && active < total, "{active}");
     }
 
     #[test]

@@ -86,8 +86,33 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),
     /// A tensor operation failed.
-    #[error("tensor operation failed: {0}")]
+    #[error("tensor operation failed: {}", candle_message(.0))]
     Candle(#[from] candle_core::Error),
+}
+
+/// The message of a candle error, without the backtrace candle attaches to its errors
+/// when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` is set (frames inside candle tell a
+/// user nothing; the message names what went wrong). Context and path wrappers are
+/// kept, on one line: `context: message`.
+///
+/// ```
+/// use candle_core::Error;
+/// let traced = Error::WithBacktrace {
+///     inner: Box::new(Error::Msg("bad shape".into())),
+///     backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+/// };
+/// assert!(traced.to_string().lines().count() > 1); // candle prints the frames
+/// let e = traced.context("loading `w`");
+/// assert_eq!(latentevo_model::error::candle_message(&e), "loading `w`: bad shape");
+/// ```
+pub fn candle_message(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => candle_message(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        E::WithPath { inner, path } => format!("{}: {}", path.display(), candle_message(inner)),
+        other => other.to_string(),
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -60,8 +60,8 @@ pub use hooks::{
     Hooks, LayerRouting, LockWeights, Perturbation, Positions, Routing, RoutingDrift, RoutingLock, TokenRoute,
 };
 pub use loading::{
-    inspect, load, load_dir, load_tokenizer, model_from_tensors, read_safetensors_index, read_tensors,
-    read_tokenizer_config, safetensors_files, CheckpointInfo, LoadOptions, LoadedModel,
+    inspect, load, load_dir, load_tokenizer, model_from_tensors, parse_tokenizer, read_safetensors_index,
+    read_tensors, read_tokenizer_config, safetensors_files, CheckpointInfo, LoadOptions, LoadedModel,
 };
 pub use model::{ForwardOutput, LogitsMode, Model};
 pub use scoring::{gather_logprobs, kl_divergence};

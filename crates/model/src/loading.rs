@@ -11,7 +11,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
-use crate::error::{ModelError, Result};
+use crate::error::{candle_message, ModelError, Result};
 use crate::model::Model;
 
 /// How to load a model.
@@ -220,7 +220,10 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }.map_err(|e| {
             ModelError::Weights {
                 path: file.clone(),
-                message: format!("not a valid safetensors file (truncated or damaged?): {e}"),
+                message: format!(
+                    "not a valid safetensors file (truncated or damaged?): {}",
+                    candle_message(&e)
+                ),
             }
         })?;
     }
@@ -228,12 +231,12 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, &options.device) }.map_err(|e| {
         ModelError::Weights {
             path: dir.to_path_buf(),
-            message: e.to_string(),
+            message: candle_message(&e),
         }
     })?;
     let model = Model::new(&cfg, vb).map_err(|e| ModelError::Weights {
         path: dir.to_path_buf(),
-        message: describe_weight_error(&e),
+        message: candle_message(&e),
     })?;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.is_file() {
@@ -283,22 +286,43 @@ pub fn model_from_tensors(
     let vb = VarBuilder::from_tensors(tensors, options.resolved_dtype(), &options.device);
     Model::new(cfg, vb).map_err(|e| ModelError::Weights {
         path: origin.to_path_buf(),
-        message: describe_weight_error(&e),
+        message: candle_message(&e),
     })
 }
 
-fn describe_weight_error(e: &candle_core::Error) -> String {
-    // candle's messages name the tensor; drop the backtrace noise.
-    let text = e.to_string();
-    text.lines().next().unwrap_or(&text).to_string()
-}
-
-/// Loads a `tokenizer.json`, naming the file on failure.
+/// Loads a `tokenizer.json`, naming the file on failure (see [`parse_tokenizer`]).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
-        message: format!("does not parse: {e}"),
+        source,
+    })?;
+    parse_tokenizer(&text).map_err(|message| ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        message: format!("does not parse: {message}"),
     })
+}
+
+/// Builds a tokenizer from its JSON, with an error, never a panic, for a damaged file.
+///
+/// The `tokenizers` crate (0.23) panics on some bad input instead of returning an error
+/// (found by the `tokenizer_json` fuzz target: a syntax error inside `decoder` hits an
+/// `expect`; a `Precompiled` normalizer without its character map hits another). So the
+/// JSON's syntax is checked first, without building it, and a panic that still escapes
+/// the crate is caught and reported as an error (its message still goes to stderr
+/// through the panic hook).
+pub fn parse_tokenizer(json: &str) -> std::result::Result<Tokenizer, String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| format!("not valid JSON: {e}"))?;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| json.parse::<Tokenizer>())) {
+        Ok(parsed) => parsed.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(format!("the tokenizers crate failed on it ({why})"))
+        }
+    }
 }
 
 /// The weight files of a checkpoint directory: the shards its
@@ -332,7 +356,8 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
 
 /// The shard file names a `model.safetensors.index.json` lists in its `weight_map`,
-/// sorted, each once.
+/// sorted, each once. Each must be a relative path inside the checkpoint directory (no
+/// `..`, no absolute path): an index cannot point the loader at other files.
 pub fn read_safetensors_index(index: &Path) -> Result<Vec<String>> {
     let json = crate::config::read_json(index)?;
     let map = json
@@ -342,7 +367,28 @@ pub fn read_safetensors_index(index: &Path) -> Result<Vec<String>> {
             path: index.to_path_buf(),
             field: "weight_map".into(),
         })?;
-    let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    let mut names = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| ModelError::InvalidField {
+            path: index.to_path_buf(),
+            field: "weight_map".into(),
+            message: format!("tensor `{tensor}`: expected a file name, got {file}"),
+        })?;
+        let inside = !file.is_empty()
+            && Path::new(file)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(ModelError::InvalidField {
+                path: index.to_path_buf(),
+                field: "weight_map".into(),
+                message: format!(
+                    "tensor `{tensor}`: shard {file:?} is not a file name inside the checkpoint directory"
+                ),
+            });
+        }
+        names.insert(file);
+    }
     Ok(names.into_iter().map(String::from).collect())
 }
 
@@ -353,12 +399,15 @@ pub fn read_tensors(files: &[PathBuf], device: &Device, dtype: DType) -> Result<
     for file in files {
         let weights_error = |e: candle_core::Error| ModelError::Weights {
             path: file.clone(),
-            message: format!("not a valid safetensors file (truncated or damaged?): {e}"),
+            message: format!(
+                "not a valid safetensors file (truncated or damaged?): {}",
+                candle_message(&e)
+            ),
         };
         for (name, t) in candle_core::safetensors::load(file, device).map_err(weights_error)? {
             let t = t.to_dtype(dtype).map_err(|e| ModelError::Weights {
                 path: file.clone(),
-                message: format!("tensor `{name}`: {e}"),
+                message: format!("tensor `{name}`: {}", candle_message(&e)),
             })?;
             tensors.insert(name, t);
         }

@@ -110,6 +110,35 @@ fn missing_shard_is_named() {
     );
 }
 
+/// An index naming a shard outside the checkpoint directory (absolute, or through `..`)
+/// is refused, even when that file exists; so is a shard name that is not a string.
+#[test]
+fn index_cannot_point_outside_the_checkpoint() {
+    let (tmp, dir) = copy_fixture("mixtral");
+    let outside = tmp.path().join("outside.safetensors");
+    std::fs::copy(dir.join("model-00002-of-00002.safetensors"), &outside).unwrap();
+    let index_path = dir.join("model.safetensors.index.json");
+    let original = std::fs::read_to_string(&index_path).unwrap();
+    for shard in [
+        serde_json::json!(outside.display().to_string()),
+        serde_json::json!("../outside.safetensors"),
+        serde_json::json!("./../outside.safetensors"),
+        serde_json::json!(""),
+        serde_json::json!(7),
+    ] {
+        let mut index: serde_json::Value = serde_json::from_str(&original).unwrap();
+        let map = index["weight_map"].as_object_mut().unwrap();
+        let tensor = map.keys().next().unwrap().clone();
+        map.insert(tensor.clone(), shard.clone());
+        std::fs::write(&index_path, index.to_string()).unwrap();
+        let err = load_err(&dir);
+        assert!(
+            err.contains("model.safetensors.index.json") && err.contains(&format!("tensor `{tensor}`")),
+            "{shard}: {err}"
+        );
+    }
+}
+
 fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
     let file = dir.join("model.safetensors");
     let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
@@ -151,6 +180,37 @@ fn unparsable_tokenizer_is_named() {
         err.contains("tokenizer.json") && err.contains("does not parse"),
         "{err}"
     );
+}
+
+/// A `tokenizer.json` on which the tokenizers crate panics is an error naming the file
+/// (the `tokenizer_json` fuzz target's crash: a syntax error inside `decoder`; and a
+/// `Precompiled` normalizer without its map, valid JSON).
+#[test]
+fn tokenizer_that_panics_the_tokenizers_crate_is_an_error() {
+    let (_tmp, dir) = copy_fixture("llama");
+    let path = dir.join("tokenizer.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let broken_decoder = original.replacen(
+        "\"decoder\": {\n    \"type\": \"ByteLevel\",",
+        "\"decoder\": {\n    \"type\": \"ByteLevel\"",
+        1,
+    );
+    let precompiled = original.replacen(
+        "\"normalizer\": null",
+        "\"normalizer\": {\"type\": \"Precompiled\"}",
+        1,
+    );
+    for (what, text) in [("decoder", broken_decoder), ("normalizer", precompiled)] {
+        assert_ne!(text, original, "{what}: the edit did not apply");
+        std::fs::write(&path, &text).unwrap();
+        let err = load_err(&dir);
+        assert!(
+            err.contains("tokenizer.json") && err.contains("tokenizer") && err.contains("does not parse"),
+            "{what}: {err}"
+        );
+        let err = latentevo_model::load_tokenizer(&path).unwrap_err();
+        assert!(matches!(err, ModelError::Tokenizer { .. }), "{what}: {err:?}");
+    }
 }
 
 #[test]

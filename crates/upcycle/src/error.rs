@@ -52,7 +52,7 @@ pub enum UpcycleError {
         message: String,
     },
     /// A tensor computation failed.
-    #[error("tensor computation failed ({context}): {source}")]
+    #[error("tensor computation failed ({context}): {}", latentevo_model::error::candle_message(.source))]
     Candle {
         /// What was being computed.
         context: String,

@@ -189,7 +189,7 @@ impl UpcycleOptions {
                 self.noise
             )));
         }
-        if self.method == Method::Split && intermediate % self.experts != 0 {
+        if self.method == Method::Split && !intermediate.is_multiple_of(self.experts) {
             return Err(UpcycleError::Options(format!(
                 "split: {} experts do not divide the MLP width {intermediate}",
                 self.experts

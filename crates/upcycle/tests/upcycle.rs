@@ -53,8 +53,11 @@ fn model_logits(model: &latentevo_model::Model, ids: &[u32]) -> Tensor {
     out.logits.unwrap().get(0).unwrap()
 }
 
-/// The crate's reference forward and the model core, both on the GGUF-loaded weights,
-/// reproduce transformers' logits (every position of 4 prompts) within 1e-4.
+/// The dense decoder the crate calibrates with ([`DenseCheckpoint::forward`], the model
+/// crate's decoder over the GGUF-loaded weights) reproduces transformers' logits on
+/// every position of 4 prompts within 1e-4; recording the MLP inputs (one
+/// `[seq, hidden]` tensor per layer) leaves the logits bit-identical to the model's own
+/// forward call.
 #[test]
 fn dense_logits_match_transformers() {
     for (g, r) in [
@@ -63,6 +66,7 @@ fn dense_logits_match_transformers() {
     ] {
         let dense = load_dense(&fixture(g)).unwrap();
         let model = dense.model().unwrap();
+        let (layers, hidden) = (dense.config.num_hidden_layers, dense.config.hidden_size);
         for case in reference(r)["logits"].as_array().unwrap() {
             let ids = ids_of(&case["ids"]);
             let want: Vec<Vec<f32>> = case["logits"]
@@ -78,12 +82,19 @@ fn dense_logits_match_transformers() {
                 })
                 .collect();
             let want = Tensor::new(want, &candle_core::Device::Cpu).unwrap();
-            let ours = dense.forward(&ids, false).unwrap().logits;
-            let d1 = max_abs_diff(&ours, &want);
-            assert!(d1 < 1e-4, "{g}: reference forward differs by {d1}");
-            let core = model_logits(model, &ids);
-            let d2 = max_abs_diff(&core, &want);
-            assert!(d2 < 1e-4, "{g}: model core differs by {d2}");
+            let recorded = dense.forward(&ids, true).unwrap();
+            let diff = max_abs_diff(&recorded.logits, &want);
+            assert!(diff < 1e-4, "{g}: logits differ from transformers' by {diff}");
+            assert_eq!(recorded.mlp_inputs.len(), layers, "{g}: one MLP input per layer");
+            for (l, x) in recorded.mlp_inputs.iter().enumerate() {
+                assert_eq!(x.dims(), [ids.len(), hidden], "{g}: MLP input of layer {l}");
+            }
+            let plain = model_logits(model, &ids);
+            assert_eq!(
+                max_abs_diff(&recorded.logits, &plain),
+                0.0,
+                "{g}: recording the MLP inputs changed the logits"
+            );
         }
     }
 }

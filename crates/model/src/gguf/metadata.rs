@@ -35,6 +35,18 @@ impl GgufFile {
         let hidden = self.usize(&k("embedding_length"))?;
         let intermediate = self.usize(&k("feed_forward_length"))?;
         let layers = self.usize(&k("block_count"))?;
+        // Each layer has 9 tensors: a count the tensor table cannot hold is refused before
+        // anything is planned per layer.
+        let tensors = self.content.tensor_infos.len();
+        if layers.saturating_mul(9) > tensors {
+            return Err(self.bad(
+                &k("block_count"),
+                format!(
+                    "{layers} layers need at least {} tensors, the file has {tensors}",
+                    layers.saturating_mul(9)
+                ),
+            ));
+        }
         let heads = self.usize(&k("attention.head_count"))?;
         let kv_heads = match self.opt_usize(&k("attention.head_count_kv"))? {
             Some(v) => v,
@@ -126,10 +138,10 @@ impl GgufFile {
     }
 
     pub(super) fn string(&self, key: &str) -> Result<&str, GgufError> {
-        self.get(key)?
-            .to_string()
-            .map(String::as_str)
-            .map_err(|e| self.bad(key, e.to_string()))
+        match self.get(key)? {
+            Value::String(s) => Ok(s.as_str()),
+            other => Err(self.bad(key, format!("expected a string, got {}", describe(other)))),
+        }
     }
 
     pub(super) fn opt_string(&self, key: &str) -> Result<Option<&str>, GgufError> {
@@ -140,10 +152,10 @@ impl GgufFile {
     }
 
     pub(super) fn string_array(&self, key: &str) -> Result<Vec<String>, GgufError> {
-        let arr = self
-            .get(key)?
-            .to_vec()
-            .map_err(|e| self.bad(key, e.to_string()))?;
+        let arr = match self.get(key)? {
+            Value::Array(arr) => arr,
+            other => return Err(self.bad(key, format!("expected an array, got {}", describe(other)))),
+        };
         arr.iter()
             .enumerate()
             .map(|(i, v)| {
@@ -159,7 +171,12 @@ impl GgufFile {
         value_as_i64(v)
             .filter(|x| *x >= 0)
             .map(|x| x as usize)
-            .ok_or_else(|| self.bad(key, format!("expected a non-negative integer, got {v:?}")))
+            .ok_or_else(|| {
+                self.bad(
+                    key,
+                    format!("expected a non-negative integer, got {}", describe(v)),
+                )
+            })
     }
 
     pub(super) fn opt_usize(&self, key: &str) -> Result<Option<usize>, GgufError> {
@@ -176,7 +193,7 @@ impl GgufFile {
             Value::F64(x) => Ok(*x),
             other => value_as_i64(other)
                 .map(|x| x as f64)
-                .ok_or_else(|| self.bad(key, format!("expected a number, got {other:?}"))),
+                .ok_or_else(|| self.bad(key, format!("expected a number, got {}", describe(other)))),
         }
     }
 
@@ -201,4 +218,15 @@ pub(super) fn value_as_i64(v: &Value) -> Option<i64> {
         Value::I64(x) => *x,
         _ => return None,
     })
+}
+
+/// A short description of a metadata value for error messages: scalars as they are,
+/// strings and arrays by size (a token list can hold 100k entries).
+pub(super) fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.len() <= 40 => format!("the string {s:?}"),
+        Value::String(s) => format!("a string of {} bytes", s.len()),
+        Value::Array(a) => format!("an array of {} values", a.len()),
+        other => format!("{other:?}"),
+    }
 }

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Content;
@@ -30,7 +30,9 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
 
 use crate::config::ModelConfig;
+use crate::error::candle_message;
 
+mod header;
 mod metadata;
 mod tensors;
 mod tokenizer;
@@ -185,17 +187,34 @@ impl std::fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Parses the header (metadata and tensor table) of `path`.
+    /// Parses the header (metadata and tensor table) of `path`. Every length and count
+    /// the header states, and every tensor's extent, is checked against the file's
+    /// length first (see `header.rs`), so a damaged or hostile file is an error, not an
+    /// allocation of what it claims.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let file = File::open(path).map_err(|source| GgufError::Io {
+        let io = |source| GgufError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|e| GgufError::Parse {
+        };
+        let parse = |message: String| GgufError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let file = File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut reader = BufReader::new(file);
+        header::check(&mut reader, file_len).map_err(parse)?;
+        reader.rewind().map_err(io)?;
+        let content = Content::read(&mut reader).map_err(|e| parse(candle_message(&e)))?;
+        for (name, info) in &content.tensor_infos {
+            tensor_extent(info, content.tensor_data_offset, file_len).map_err(|message| {
+                GgufError::Tensor {
+                    path: path.to_path_buf(),
+                    tensor: name.clone(),
+                    message,
+                }
+            })?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             content,
@@ -218,6 +237,43 @@ impl GgufFile {
         v.sort_unstable();
         v
     }
+}
+
+/// Checks that a tensor's data, `[offset, offset + size)` after the data section's
+/// start, lies inside a file of `file_len` bytes, computing the size without overflow.
+fn tensor_extent(
+    info: &candle_core::quantized::gguf_file::TensorInfo,
+    data_start: u64,
+    file_len: u64,
+) -> Result<(), String> {
+    let dims = info.shape.dims();
+    let elements = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
+    let (block, size) = (
+        info.ggml_dtype.block_size() as u64,
+        info.ggml_dtype.type_size() as u64,
+    );
+    if elements % block != 0 {
+        return Err(format!(
+            "{elements} elements are not a whole number of {:?} blocks of {block}",
+            info.ggml_dtype
+        ));
+    }
+    let end = (elements / block)
+        .checked_mul(size)
+        .and_then(|bytes| bytes.checked_add(info.offset))
+        .and_then(|end| end.checked_add(data_start))
+        .ok_or_else(|| format!("dimensions {dims:?} at offset {} overflow", info.offset))?;
+    if end > file_len {
+        return Err(format!(
+            "its data (dimensions {dims:?}, {:?}, at offset {}) ends at byte {end}, past the end of the \
+             file ({file_len} bytes)",
+            info.ggml_dtype, info.offset
+        ));
+    }
+    Ok(())
 }
 
 /// Loads a dense llama-family GGUF file as an HF-form checkpoint, tensors dequantized

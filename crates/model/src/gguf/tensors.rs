@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::{GgufError, GgufFile};
 use crate::config::ModelConfig;
+use crate::error::candle_message;
 
 impl GgufFile {
     /// Reads, dequantizes and converts every tensor, under HF names and layout, checking
@@ -108,7 +109,7 @@ impl GgufFile {
             let terr = |e: candle_core::Error| GgufError::Tensor {
                 path: self.path.clone(),
                 tensor: gname.clone(),
-                message: e.to_string(),
+                message: candle_message(&e),
             };
             let q = info
                 .read(&mut reader, self.content.tensor_data_offset, &Device::Cpu)

@@ -431,3 +431,132 @@ fn other_pre_tokenizers_build_and_round_trip() {
         }
     }
 }
+
+/// A GGUF v3 file from raw parts: `metadata` entries already encoded (key, type, value)
+/// and `tensors` as (name, dims in GGUF order, ggml type, offset), data `data` after the
+/// header aligned to 32.
+fn raw_gguf(name: &str, metadata: &[Vec<u8>], tensors: &[(&str, &[u64], u32, u64)], data: &[u8]) -> PathBuf {
+    let mut b = Vec::new();
+    b.extend(0x4655_4747u32.to_le_bytes());
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend((metadata.len() as u64).to_le_bytes());
+    for m in metadata {
+        b.extend(m);
+    }
+    for (n, dims, ty, offset) in tensors {
+        b.extend((n.len() as u64).to_le_bytes());
+        b.extend(n.as_bytes());
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in *dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+    }
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.extend(data);
+    let p = scratch(name);
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+/// One encoded metadata entry: key, value type, raw value bytes.
+fn entry(key: &str, value_type: u32, value: &[u8]) -> Vec<u8> {
+    let mut b = (key.len() as u64).to_le_bytes().to_vec();
+    b.extend(key.as_bytes());
+    b.extend(value_type.to_le_bytes());
+    b.extend(value);
+    b
+}
+
+fn parse_error(p: &Path) -> String {
+    match GgufFile::open(p) {
+        Err(e @ (GgufError::Parse { .. } | GgufError::Tensor { .. })) => e.to_string(),
+        other => panic!("{}: expected a parse error, got {other:?}", p.display()),
+    }
+}
+
+/// Sizes a hostile header states are checked against the file's length before anything
+/// is allocated or divided by; each case was a panic, an abort or a huge allocation
+/// (the fuzz target `gguf` found the block count and the alignment).
+#[test]
+fn hostile_headers_are_errors_not_crashes() {
+    // `general.alignment` = 0: candle's reader divides by it.
+    let p = raw_gguf(
+        "align0.gguf",
+        &[entry("general.alignment", 4, &0u32.to_le_bytes())],
+        &[],
+        &[],
+    );
+    assert!(
+        parse_error(&p).contains("`general.alignment` is 0"),
+        "{}",
+        parse_error(&p)
+    );
+    // A string, an array and the counts longer than the file.
+    let mut huge_string = (1u64 << 40).to_le_bytes().to_vec();
+    huge_string.extend(b"abc");
+    let p = raw_gguf("string.gguf", &[entry("general.name", 8, &huge_string)], &[], &[]);
+    assert!(parse_error(&p).contains("only"), "{}", parse_error(&p));
+    let mut huge_array = 8u32.to_le_bytes().to_vec(); // of strings
+    huge_array.extend((1u64 << 40).to_le_bytes());
+    let p = raw_gguf(
+        "array.gguf",
+        &[entry("tokenizer.ggml.tokens", 9, &huge_array)],
+        &[],
+        &[],
+    );
+    assert!(parse_error(&p).contains("more than the"), "{}", parse_error(&p));
+    let mut ints = 4u32.to_le_bytes().to_vec(); // of u32
+    ints.extend((1u64 << 40).to_le_bytes());
+    let p = raw_gguf("ints.gguf", &[entry("x", 9, &ints)], &[], &[]);
+    assert!(
+        parse_error(&p).contains("remain in the file"),
+        "{}",
+        parse_error(&p)
+    );
+    let mut wrapping = 10u32.to_le_bytes().to_vec(); // of u64: count * 8 overflows
+    wrapping.extend((1u64 << 62).to_le_bytes());
+    let p = raw_gguf("wrap.gguf", &[entry("x", 9, &wrapping)], &[], &[]);
+    assert!(parse_error(&p).contains("overflow"), "{}", parse_error(&p));
+    let mut counts = 0x4655_4747u32.to_le_bytes().to_vec();
+    counts.extend(3u32.to_le_bytes());
+    counts.extend(u64::MAX.to_le_bytes());
+    counts.extend(u64::MAX.to_le_bytes());
+    let p = scratch("counts.gguf");
+    std::fs::write(&p, &counts).unwrap();
+    assert!(parse_error(&p).contains("need at least"), "{}", parse_error(&p));
+    // Tensors whose sizes overflow or whose data lie past the end.
+    let p = raw_gguf(
+        "overflow.gguf",
+        &[],
+        &[("t", &[1 << 40, 1 << 40], 0, 0)],
+        &[0; 64],
+    );
+    let msg = parse_error(&p);
+    assert!(msg.contains("`t`") && msg.contains("overflow"), "{msg}");
+    let p = raw_gguf("past.gguf", &[], &[("t", &[16], 0, 1 << 40)], &[0; 64]);
+    let msg = parse_error(&p);
+    assert!(msg.contains("`t`") && msg.contains("past the end"), "{msg}");
+    let p = raw_gguf("fits.gguf", &[], &[("t", &[16], 0, 0)], &[0; 64]);
+    assert!(GgufFile::open(&p).is_ok());
+}
+
+/// A block count the tensor table cannot hold is refused before a tensor is planned for
+/// each layer (the fuzzer's first crash: `block_count` 2^40 ran out of memory).
+#[test]
+fn a_block_count_beyond_the_tensor_table_is_an_error() {
+    let p = rewrite("blocks.gguf", |m, _| {
+        set(m, "llama.block_count", Value::U32(1 << 20))
+    });
+    let err = load_gguf(&p, &Device::Cpu, DType::F32).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, GgufError::BadMetadata { ref key, .. } if key == "llama.block_count"),
+        "{err:?}"
+    );
+    assert!(msg.contains("1048576 layers need at least"), "{msg}");
+}

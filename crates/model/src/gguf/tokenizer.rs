@@ -4,7 +4,9 @@ use std::collections::HashSet;
 
 use serde_json::{json, Map, Value as Json};
 
-use super::metadata::value_as_i64;
+use candle_core::quantized::gguf_file::Value;
+
+use super::metadata::{describe, value_as_i64};
 use super::{GgufError, GgufFile};
 
 impl GgufFile {
@@ -22,9 +24,12 @@ impl GgufFile {
         let types: Vec<i64> = match self.content.metadata.get("tokenizer.ggml.token_type") {
             None => vec![1; tokens.len()],
             Some(v) => {
-                let arr = v
-                    .to_vec()
-                    .map_err(|e| self.bad("tokenizer.ggml.token_type", e.to_string()))?;
+                let Value::Array(arr) = v else {
+                    return Err(self.bad(
+                        "tokenizer.ggml.token_type",
+                        format!("expected an array, got {}", describe(v)),
+                    ));
+                };
                 arr.iter()
                     .map(|x| value_as_i64(x).ok_or(()))
                     .collect::<Result<Vec<_>, ()>>()
@@ -152,11 +157,10 @@ impl GgufFile {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        s.parse::<tokenizers::Tokenizer>()
-            .map_err(|e| GgufError::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })
+        crate::loading::parse_tokenizer(&s).map_err(|message| GgufError::Tokenizer {
+            path: self.path.clone(),
+            message,
+        })
     }
 
     /// `tokenizer.chat_template`, when present.
@@ -190,8 +194,10 @@ impl GgufFile {
             ("tokenizer.ggml.add_eos_token", "add_eos_token"),
         ] {
             if let Some(v) = self.content.metadata.get(key) {
-                let b = v.to_bool().map_err(|e| self.bad(key, e.to_string()))?;
-                cfg.insert(name.to_string(), json!(b));
+                let Value::Bool(b) = v else {
+                    return Err(self.bad(key, format!("expected true or false, got {}", describe(v))));
+                };
+                cfg.insert(name.to_string(), json!(*b));
             }
         }
         if let Some(t) = self.chat_template()? {
