@@ -149,6 +149,9 @@ pub struct RunArgs {
     /// Keep candidates whatever their relevance (no off-topic mask).
     #[arg(long)]
     pub keep_off_topic: bool,
+    /// Mask candidates of fewer words than this as too short (0 keeps all).
+    #[arg(long, default_value_t = 3)]
+    pub min_words: usize,
     /// Cosine at or above which the distinct-ideas metric counts two texts as one idea.
     #[arg(long, default_value_t = 0.85)]
     pub distinct_threshold: f64,
@@ -248,6 +251,7 @@ impl RunArgs {
         c.ideas = self.top_k;
         c.dedup_threshold = self.dedup_threshold;
         c.min_relevance = (!self.keep_off_topic).then_some(self.min_relevance);
+        c.min_words = self.min_words;
         Ok(c)
     }
 

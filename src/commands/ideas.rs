@@ -94,6 +94,9 @@ pub struct IdeasArgs {
     /// Keep candidates whatever their relevance (no off-topic mask).
     #[arg(long)]
     pub keep_off_topic: bool,
+    /// Mask candidates of fewer words than this as too short (0 keeps all).
+    #[arg(long, default_value_t = 3)]
+    pub min_words: usize,
     /// Sentence-embedding model directory [default: all-MiniLM-L6-v2, materialised on first use].
     #[arg(long)]
     pub embedder: Option<PathBuf>,
@@ -143,6 +146,7 @@ impl IdeasArgs {
         cfg.ideas = self.top_k;
         cfg.dedup_threshold = self.dedup_threshold;
         cfg.min_relevance = (!self.keep_off_topic).then_some(self.min_relevance);
+        cfg.min_words = self.min_words;
         Ok(cfg)
     }
 }

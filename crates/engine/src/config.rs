@@ -181,6 +181,9 @@ pub struct SearchConfig {
     /// prompt made it less likely than no prompt does: it does not answer it). `None`
     /// keeps every candidate.
     pub min_relevance: Option<f64>,
+    /// Guardrail: a candidate of fewer words than this is masked as too short to be an
+    /// idea (a lone `perplexing` can otherwise win on novelty).
+    pub min_words: usize,
     /// Temperature of Diffusion Evolution's fitness mapping `exp(advantage / T)`.
     pub fitness_temperature: f64,
     /// Diffusion Evolution: dimension of the random projection its kernel distances are
@@ -229,6 +232,7 @@ impl SearchConfig {
             mmr_lambda: 0.5,
             kl_guard: 0.5,
             min_relevance: Some(0.0),
+            min_words: 3,
             fitness_temperature: 1.0,
             kernel_dim: Some(2),
             calibration_probes: 4,

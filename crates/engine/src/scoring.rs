@@ -24,6 +24,8 @@ pub(crate) struct RoundInputs<'a> {
     pub prompt_ids: &'a [u32],
     /// Candidates with relevance below this are masked as off-topic.
     pub min_relevance: Option<f64>,
+    /// Candidates of fewer words are masked as too short.
+    pub min_words: usize,
     pub stop: &'a [u32],
 }
 
@@ -138,11 +140,20 @@ pub(crate) fn score_round(
             k3: k3[i],
             drift: out.drift.row_share(i),
             advantage: None,
-            masked: s.masked.map(|m| m.to_string()).or_else(|| {
-                let r = relevance.as_ref()?[i];
-                let min = inputs.min_relevance?;
-                (r < min).then(|| format!("off-topic: relevance (PMI with the prompt) {r:.3} below {min}"))
-            }),
+            masked: s
+                .masked
+                .map(|m| m.to_string())
+                .or_else(|| {
+                    let words = texts[i].split_whitespace().count();
+                    (words < inputs.min_words)
+                        .then(|| format!("too short: {words} words, fewer than {}", inputs.min_words))
+                })
+                .or_else(|| {
+                    let r = relevance.as_ref()?[i];
+                    let min = inputs.min_relevance?;
+                    (r < min)
+                        .then(|| format!("off-topic: relevance (PMI with the prompt) {r:.3} below {min}"))
+                }),
         })
         .collect();
     Ok(ScoredRound {

@@ -219,6 +219,7 @@ impl Engine {
             null_context: &null_context,
             prompt_ids: &prompt_ids,
             min_relevance: cfg.min_relevance,
+            min_words: cfg.min_words,
             stop: &stop,
         };
 
