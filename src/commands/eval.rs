@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use latentevo_engine::{Basis, Engine, Inject, RoutingPolicy, Scale, SearchConfig, Shaping};
+use latentevo_engine::{Engine, Scale, SearchConfig};
 use latentevo_eval::method::{expand, parse_methods};
 use latentevo_eval::summary::{Summary, SummaryOptions};
 use latentevo_eval::{
     runner, EvalError, ItemKey, Manifest, Plan, PromptSet, Record, ResultsStore, RunSettings, Shard,
 };
-use latentevo_reward::{Embedder, RewardSpec};
+use latentevo_reward::Embedder;
 
-use super::{usage, ModelArgs};
+use super::{usage, ModelArgs, SearchFlags};
 
 /// Arguments of `latentevo eval`.
 #[derive(Debug, clap::Args)]
@@ -84,15 +84,6 @@ pub struct RunArgs {
     /// Expand the perturbation methods (without kl= or scale=) into one per KL target.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub kl_targets: Vec<f64>,
-    /// Ideas (K) each method returns.
-    #[arg(long, default_value_t = 6)]
-    pub top_k: usize,
-    /// Tokens per continuation (at most).
-    #[arg(long, default_value_t = 48)]
-    pub max_new_tokens: usize,
-    /// The seed every random choice flows from (with each item's set and prompt id).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Run shard I of N (0-based; round-robin over the items): `--shard 0/4`.
     #[arg(long)]
     pub shard: Option<String>,
@@ -104,54 +95,11 @@ pub struct RunArgs {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Sentence-embedding model directory [default: all-MiniLM-L6-v2, materialised on first use].
-    #[arg(long)]
-    pub embedder: Option<PathBuf>,
-    /// Layer whose input is perturbed [default: ~27% of the depth; 8 on the default model].
-    #[arg(long)]
-    pub layer: Option<usize>,
-    /// Dimension of the latent z.
-    #[arg(long, default_value_t = 16)]
-    pub latent_dim: usize,
-    /// Directions of the perturbation: random, pca or experts.
-    #[arg(long, default_value = "random")]
-    pub basis: String,
-    /// Per-dimension shaping: per-dim or isotropic.
-    #[arg(long, default_value = "per-dim")]
-    pub shaping: String,
-    /// Where the perturbation is added: prompt or all.
-    #[arg(long, default_value = "prompt")]
-    pub inject: String,
-    /// Expert routing at the perturbed layer and above: lock, lock-weights or free.
-    #[arg(long, default_value = "lock")]
-    pub routing: String,
+    #[command(flatten)]
+    pub search: SearchFlags,
     /// KL target of the perturbation methods without kl= (and without --kl-targets).
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub kl_target: f64,
-    /// Default reward (a prompt's own `reward` and a method's reward= take precedence).
-    #[arg(long, conflicts_with = "reward_file")]
-    pub reward: Option<String>,
-    /// Default reward from a TOML file.
-    #[arg(long)]
-    pub reward_file: Option<PathBuf>,
-    /// Cosine at or above which the selector merges two candidates.
-    #[arg(long, default_value_t = 0.85)]
-    pub dedup_threshold: f64,
-    /// Mask candidates whose relevance (pointwise mutual information with the prompt,
-    /// when the reward measures it) is below this, as off-topic.
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        allow_negative_numbers = true,
-        conflicts_with = "keep_off_topic"
-    )]
-    pub min_relevance: f64,
-    /// Keep candidates whatever their relevance (no off-topic mask).
-    #[arg(long)]
-    pub keep_off_topic: bool,
-    /// Mask candidates of fewer words than this as too short (0 keeps all).
-    #[arg(long, default_value_t = 3)]
-    pub min_words: usize,
     /// Cosine at or above which the distinct-ideas metric counts two texts as one idea.
     #[arg(long, default_value_t = 0.85)]
     pub distinct_threshold: f64,
@@ -228,30 +176,9 @@ impl RunArgs {
     /// The run's defaults for a model of `num_layers` layers.
     fn defaults(&self, num_layers: usize) -> Result<SearchConfig> {
         let mut c = SearchConfig::for_layers(num_layers);
-        if let Some(l) = self.layer {
-            c.layer = l;
-        }
+        self.search.apply(&mut c)?;
         c.population = self.population;
-        c.latent_dim = self.latent_dim;
-        c.basis = self.basis.parse::<Basis>().map_err(usage)?;
-        c.shaping = self.shaping.parse::<Shaping>().map_err(usage)?;
-        c.inject = self.inject.parse::<Inject>().map_err(usage)?;
-        c.routing = self.routing.parse::<RoutingPolicy>().map_err(usage)?;
         c.scale = Scale::KlTarget(self.kl_target);
-        if let Some(text) = &self.reward {
-            c.reward = text
-                .parse::<RewardSpec>()
-                .map_err(|e| usage(format!("--reward: {e}")))?;
-        }
-        if let Some(path) = &self.reward_file {
-            c.reward = RewardSpec::from_toml_file(path).map_err(|e| usage(format!("--reward-file: {e}")))?;
-        }
-        c.max_new_tokens = self.max_new_tokens;
-        c.seed = self.seed;
-        c.ideas = self.top_k;
-        c.dedup_threshold = self.dedup_threshold;
-        c.min_relevance = (!self.keep_off_topic).then_some(self.min_relevance);
-        c.min_words = self.min_words;
         Ok(c)
     }
 
@@ -272,6 +199,7 @@ impl RunArgs {
                 Some(m) => m.clone(),
             },
             embedder: self
+                .search
                 .embedder
                 .as_deref()
                 .map(canonical)
@@ -344,7 +272,7 @@ fn evaluate(args: RunArgs) -> Result<()> {
     )
     .map_err(eval_error)?;
     plan.validate(num_layers).map_err(eval_error)?;
-    let embedder_dir = match &args.embedder {
+    let embedder_dir = match &args.search.embedder {
         Some(dir) => dir.clone(),
         None => latentevo_reward::ensure_minilm(true)
             .context("preparing the sentence-embedding model (pass --embedder DIR to use another)")?,

@@ -8,13 +8,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use latentevo_engine::{
-    Basis, Engine, EngineError, Inject, RoutingPolicy, Scale, SearchConfig, SearchResult, Shaping,
-    StrategyKind,
-};
-use latentevo_reward::{Embedder, RewardSpec};
+use latentevo_engine::{Engine, EngineError, Scale, SearchConfig, SearchResult, StrategyKind};
+use latentevo_reward::Embedder;
 
-use super::{usage, ModelArgs};
+use super::{usage, ModelArgs, SearchFlags};
 
 /// Arguments of `latentevo ideas`.
 #[derive(Debug, clap::Args)]
@@ -23,27 +20,14 @@ pub struct IdeasArgs {
     pub prompt: String,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Layer whose input is perturbed [default: ~27% of the depth; 8 on the default model].
-    #[arg(long)]
-    pub layer: Option<usize>,
+    #[command(flatten)]
+    pub search: SearchFlags,
     /// Candidates per round.
     #[arg(long, default_value_t = 16)]
     pub population: usize,
     /// Rounds (populations evaluated; the budget is population x rounds continuations).
     #[arg(long, default_value_t = 4)]
     pub rounds: usize,
-    /// Dimension of the latent z.
-    #[arg(long, default_value_t = 16)]
-    pub latent_dim: usize,
-    /// Directions of the perturbation: random, pca or experts.
-    #[arg(long, default_value = "random")]
-    pub basis: String,
-    /// Per-dimension shaping: per-dim (by the hidden state's std) or isotropic.
-    #[arg(long, default_value = "per-dim")]
-    pub shaping: String,
-    /// Where the perturbation is added: prompt (its positions only) or all (also every generated token).
-    #[arg(long, default_value = "prompt")]
-    pub inject: String,
     /// Target mean KL (nats/token) between perturbed and unperturbed next-token
     /// distributions; the scale is calibrated to it [default: 0.1].
     #[arg(long, conflicts_with = "scale", allow_negative_numbers = true)]
@@ -55,51 +39,12 @@ pub struct IdeasArgs {
     /// search (the baseline to compare it with).
     #[arg(long, conflicts_with_all = ["scale", "kl_target"], requires = "temperature")]
     pub no_perturbation: bool,
-    /// Expert routing at the perturbed layer and above: lock, lock-weights or free.
-    #[arg(long, default_value = "lock")]
-    pub routing: String,
     /// Optimiser of the latents: diffevo, cmaes, openes or random.
     #[arg(long, default_value = "diffevo")]
     pub strategy: String,
-    /// Reward as a weighted sum, e.g. "novelty + 0.5*fluency" [default: the engine's].
-    #[arg(long, conflicts_with = "reward_file")]
-    pub reward: Option<String>,
-    /// Reward from a TOML file.
-    #[arg(long)]
-    pub reward_file: Option<PathBuf>,
-    /// Tokens per candidate (at most).
-    #[arg(long, default_value_t = 48)]
-    pub max_new_tokens: usize,
     /// Sample at this temperature (one seed per candidate) instead of greedy decoding.
     #[arg(long)]
     pub temperature: Option<f64>,
-    /// The seed every random choice flows from.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Number of ideas to print.
-    #[arg(long, default_value_t = 6)]
-    pub top_k: usize,
-    /// Cosine similarity at or above which two answers count as the same idea.
-    #[arg(long, default_value_t = 0.85)]
-    pub dedup_threshold: f64,
-    /// Mask candidates whose relevance (pointwise mutual information with the prompt,
-    /// when the reward measures it) is below this, as off-topic.
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        allow_negative_numbers = true,
-        conflicts_with = "keep_off_topic"
-    )]
-    pub min_relevance: f64,
-    /// Keep candidates whatever their relevance (no off-topic mask).
-    #[arg(long)]
-    pub keep_off_topic: bool,
-    /// Mask candidates of fewer words than this as too short (0 keeps all).
-    #[arg(long, default_value_t = 3)]
-    pub min_words: usize,
-    /// Sentence-embedding model directory [default: all-MiniLM-L6-v2, materialised on first use].
-    #[arg(long)]
-    pub embedder: Option<PathBuf>,
     /// Print the result as JSON (config, per-round statistics, ideas with scores and latents).
     #[arg(long)]
     pub json: bool,
@@ -116,14 +61,9 @@ impl IdeasArgs {
     /// layer's range, which needs the model).
     fn config(&self, num_layers: usize) -> Result<SearchConfig> {
         let mut cfg = SearchConfig::for_layers(num_layers);
-        cfg.layer = self.layer.unwrap_or(cfg.layer);
+        self.search.apply(&mut cfg)?;
         cfg.population = self.population;
         cfg.rounds = self.rounds;
-        cfg.latent_dim = self.latent_dim;
-        cfg.basis = self.basis.parse::<Basis>().map_err(usage)?;
-        cfg.shaping = self.shaping.parse::<Shaping>().map_err(usage)?;
-        cfg.inject = self.inject.parse::<Inject>().map_err(usage)?;
-        cfg.routing = self.routing.parse::<RoutingPolicy>().map_err(usage)?;
         cfg.strategy = self.strategy.parse::<StrategyKind>().map_err(usage)?;
         cfg.scale = match (self.scale, self.kl_target) {
             _ if self.no_perturbation => Scale::None,
@@ -131,22 +71,7 @@ impl IdeasArgs {
             (None, Some(kl)) => Scale::KlTarget(kl),
             (None, None) => cfg.scale,
         };
-        if let Some(text) = &self.reward {
-            cfg.reward = text
-                .parse::<RewardSpec>()
-                .map_err(|e| usage(format!("--reward: {e}")))?;
-        }
-        if let Some(path) = &self.reward_file {
-            cfg.reward =
-                RewardSpec::from_toml_file(path).map_err(|e| usage(format!("--reward-file: {e}")))?;
-        }
-        cfg.max_new_tokens = self.max_new_tokens;
         cfg.temperature = self.temperature;
-        cfg.seed = self.seed;
-        cfg.ideas = self.top_k;
-        cfg.dedup_threshold = self.dedup_threshold;
-        cfg.min_relevance = (!self.keep_off_topic).then_some(self.min_relevance);
-        cfg.min_words = self.min_words;
         Ok(cfg)
     }
 }
@@ -163,7 +88,7 @@ pub fn run(args: IdeasArgs) -> Result<()> {
     }
     let loaded = args.model.load()?;
     let cfg = args.config(loaded.model.num_layers())?;
-    let embedder_dir = match &args.embedder {
+    let embedder_dir = match &args.search.embedder {
         Some(dir) => dir.clone(),
         None => latentevo_reward::ensure_minilm(true)
             .context("preparing the sentence-embedding model (pass --embedder DIR to use another)")?,

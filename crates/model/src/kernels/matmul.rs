@@ -10,6 +10,8 @@
 //! accumulators in registers over `k`, then reduces them. It needs AVX-512; elsewhere,
 //! and for many rows, the `gemm` crate does the product.
 
+use super::SendPtr;
+
 /// Input rows per register block.
 pub(crate) const MR: usize = 4;
 /// Weight rows per register block.
@@ -137,17 +139,6 @@ pub(crate) fn matmul_nt_parallel(x: &[f32], w: &[f32], m: usize, n: usize, k: us
 /// Rows per block of [`matmul_nt_parallel`]: the block's inputs stay in the core's cache
 /// while the weight streams past.
 pub(crate) const ROW_CHUNK: usize = 64;
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint parts of one buffer to rayon's threads.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {

@@ -74,6 +74,19 @@ impl<'a> F32View<'a> {
     }
 }
 
+/// A pointer to hand disjoint parts of one buffer (which outlives the parallel loop) to
+/// rayon's threads.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: every user writes only its own, disjoint part of the buffer.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Whether the kernels may run on `t`: f32, on the CPU, and not disabled by
 /// `LATENTEVO_KERNELS=0` (which forces the candle path, for comparisons).
 pub(crate) fn applies(t: &Tensor) -> bool {

@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{matmul_nt, NR};
-use super::simd;
+use super::{simd, SendPtr};
 
 /// Rows per chunk: the chunk's inputs stay in the core's cache while an item's weight
 /// block streams past.
@@ -147,17 +147,6 @@ fn blocked_products<'w>(
         );
     });
     outputs
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: hands disjoint parts of buffers that outlive the parallel loop to its threads.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]
