@@ -68,130 +68,57 @@ fn some(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-const IDEA_METRICS: [Metric; 13] = [
+const fn metric(key: &'static str, title: &'static str, get: fn(&Record) -> Option<f64>) -> Metric {
     Metric {
-        key: "best_reward",
-        title: "best reward",
-        get: |r| r.metrics.best_reward,
+        key,
+        title,
+        get,
         percent: false,
-    },
+    }
+}
+
+/// A share, printed as a percentage.
+const fn percent(key: &'static str, title: &'static str, get: fn(&Record) -> Option<f64>) -> Metric {
     Metric {
-        key: "mean_reward",
-        title: "mean reward",
-        get: |r| r.metrics.mean_reward,
-        percent: false,
-    },
-    Metric {
-        key: "vendi",
-        title: "Vendi",
-        get: |r| some(r.metrics.vendi),
-        percent: false,
-    },
-    Metric {
-        key: "distinct_1",
-        title: "distinct-1",
-        get: |r| some(r.metrics.distinct_1),
-        percent: false,
-    },
-    Metric {
-        key: "distinct_2",
-        title: "distinct-2",
-        get: |r| some(r.metrics.distinct_2),
-        percent: false,
-    },
-    Metric {
-        key: "novelty",
-        title: "novelty",
-        get: |r| r.metrics.novelty,
-        percent: false,
-    },
-    Metric {
-        key: "distinct_ideas",
-        title: "distinct ideas",
-        get: |r| Some(r.metrics.distinct_ideas as f64),
-        percent: false,
-    },
-    Metric {
-        key: "fluency",
-        title: "fluency",
-        get: |r| r.metrics.mean_fluency,
-        percent: false,
-    },
-    Metric {
-        key: "kl",
-        title: "KL",
-        get: |r| r.metrics.mean_kl,
-        percent: false,
-    },
-    Metric {
-        key: "relevance",
-        title: "relevance",
-        get: |r| r.metrics.mean_relevance,
-        percent: false,
-    },
-    Metric {
-        key: "prompt_similarity",
-        title: "prompt cos",
-        get: |r| r.metrics.prompt_similarity,
-        percent: false,
-    },
-    Metric {
-        key: "masked_share",
-        title: "masked",
-        get: |r| some(r.metrics.masked_share),
+        key,
+        title,
+        get,
         percent: true,
-    },
-    Metric {
-        key: "ideas",
-        title: "ideas",
-        get: |r| Some(r.metrics.count as f64),
-        percent: false,
-    },
+    }
+}
+
+const IDEA_METRICS: [Metric; 13] = [
+    metric("best_reward", "best reward", |r| r.metrics.best_reward),
+    metric("mean_reward", "mean reward", |r| r.metrics.mean_reward),
+    metric("vendi", "Vendi", |r| some(r.metrics.vendi)),
+    metric("distinct_1", "distinct-1", |r| some(r.metrics.distinct_1)),
+    metric("distinct_2", "distinct-2", |r| some(r.metrics.distinct_2)),
+    metric("novelty", "novelty", |r| r.metrics.novelty),
+    metric("distinct_ideas", "distinct ideas", |r| {
+        Some(r.metrics.distinct_ideas as f64)
+    }),
+    metric("fluency", "fluency", |r| r.metrics.mean_fluency),
+    metric("kl", "KL", |r| r.metrics.mean_kl),
+    metric("relevance", "relevance", |r| r.metrics.mean_relevance),
+    metric("prompt_similarity", "prompt cos", |r| r.metrics.prompt_similarity),
+    percent("masked_share", "masked", |r| some(r.metrics.masked_share)),
+    metric("ideas", "ideas", |r| Some(r.metrics.count as f64)),
 ];
 
 const POOL_METRICS: [Metric; 7] = [
-    Metric {
-        key: "pool_vendi",
-        title: "pool Vendi",
-        get: |r| some(r.pool.vendi),
-        percent: false,
-    },
-    Metric {
-        key: "pool_distinct_ideas",
-        title: "pool distinct ideas",
-        get: |r| Some(r.pool.distinct_ideas as f64),
-        percent: false,
-    },
-    Metric {
-        key: "pool_fluency",
-        title: "pool fluency",
-        get: |r| r.pool.mean_fluency,
-        percent: false,
-    },
-    Metric {
-        key: "pool_size",
-        title: "pool size",
-        get: |r| Some(r.pool.unmasked as f64),
-        percent: false,
-    },
-    Metric {
-        key: "degenerate_share",
-        title: "degenerate",
-        get: |r| some(r.pool.degenerate_share),
-        percent: true,
-    },
-    Metric {
-        key: "continuations",
-        title: "continuations",
-        get: |r| Some(r.budget.continuations as f64),
-        percent: false,
-    },
-    Metric {
-        key: "tokens",
-        title: "tokens",
-        get: |r| Some(r.budget.tokens as f64),
-        percent: false,
-    },
+    metric("pool_vendi", "pool Vendi", |r| some(r.pool.vendi)),
+    metric("pool_distinct_ideas", "pool distinct ideas", |r| {
+        Some(r.pool.distinct_ideas as f64)
+    }),
+    metric("pool_fluency", "pool fluency", |r| r.pool.mean_fluency),
+    metric("pool_size", "pool size", |r| Some(r.pool.unmasked as f64)),
+    percent("degenerate_share", "degenerate", |r| {
+        some(r.pool.degenerate_share)
+    }),
+    metric("continuations", "continuations", |r| {
+        Some(r.budget.continuations as f64)
+    }),
+    metric("tokens", "tokens", |r| Some(r.budget.tokens as f64)),
 ];
 
 /// One method in one group.

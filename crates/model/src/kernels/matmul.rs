@@ -67,6 +67,24 @@ pub(crate) fn matmul_nt(
         return;
     }
     // SAFETY: the asserts above bound every element the strides below address.
+    unsafe { packed_matmul_nt(dst, dst_stride, x, w, m, n, k) };
+}
+
+/// The `gemm` crate's packed, single-threaded product with [`matmul_nt`]'s layout: the
+/// fallback for many rows or a CPU without AVX-512, and the benchmark's reference.
+///
+/// # Safety
+/// `x` holds `m * k`, `w` `n * k` and `dst` `(m - 1) * dst_stride + n` elements.
+unsafe fn packed_matmul_nt(
+    dst: &mut [f32],
+    dst_stride: usize,
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    // SAFETY: the caller bounds the operands (above).
     unsafe {
         gemm::gemm(
             m,
@@ -361,29 +379,8 @@ mod timing {
                 flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
             };
             let ours = time(&mut || super::matmul_nt(&mut y, n, &x, &w, m, n, k));
-            let gemm = time(&mut || unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    y.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            });
+            // SAFETY: the buffers are exactly m x k, n x k and m x n.
+            let gemm = time(&mut || unsafe { super::packed_matmul_nt(&mut y, n, &x, &w, m, n, k) });
             let par = time(&mut || {
                 std::hint::black_box(super::matmul_nt_parallel(&x, &w, m, n, k));
             });
