@@ -104,6 +104,7 @@ fn bad_flags_exit_with_status_2_and_write_nothing() {
         (vec!["--reward", "novelty + 0.5*nonsense"], "nonsense"),
         (vec!["--reward-file", missing.to_str().unwrap()], "--reward-file"),
         (vec!["--basis", "sideways"], "sideways"),
+        (vec!["--fitness-temperature", "0"], "--fitness-temperature"),
     ];
     for (flags, needle) in cases {
         let mut args = flags.clone();

@@ -42,6 +42,10 @@ pub struct IdeasArgs {
     /// Optimiser of the latents: diffevo, cmaes, openes or random.
     #[arg(long, default_value = "diffevo")]
     pub strategy: String,
+    /// Diffusion Evolution's fitness temperature T in exp(A / T): higher is softer
+    /// selection (docs/eval-results.md measures 3 with --population 8).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub fitness_temperature: f64,
     /// Sample at this temperature (one seed per candidate) instead of greedy decoding.
     #[arg(long)]
     pub temperature: Option<f64>,
@@ -65,6 +69,7 @@ impl IdeasArgs {
         cfg.population = self.population;
         cfg.rounds = self.rounds;
         cfg.strategy = self.strategy.parse::<StrategyKind>().map_err(usage)?;
+        cfg.fitness_temperature = self.fitness_temperature;
         cfg.scale = match (self.scale, self.kl_target) {
             _ if self.no_perturbation => Scale::None,
             (Some(s), _) => Scale::Fixed(s),
