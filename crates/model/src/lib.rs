@@ -60,9 +60,10 @@ pub use hooks::{
     Hooks, LayerRouting, LockWeights, Perturbation, Positions, Routing, RoutingDrift, RoutingLock, TokenRoute,
 };
 pub use loading::{
-    inspect, load, load_dir, load_tokenizer, model_from_tensors, parse_tokenizer, read_safetensors_index,
-    read_tensors, read_tokenizer_config, safetensors_files, CheckpointInfo, LoadOptions, LoadedModel,
+    inspect, load, load_dir, load_tokenizer, model_from_tensors, parse_tokenizer, random_model,
+    read_safetensors_index, read_tensors, read_tokenizer_config, safetensors_files, CheckpointInfo,
+    LoadOptions, LoadedModel,
 };
-pub use model::{ForwardOutput, LogitsMode, Model};
+pub use model::{ForwardOutput, LogitsMode, Model, MoePath};
 pub use scoring::{gather_logprobs, kl_divergence};
 pub use shared_prompt::SharedPrompt;

@@ -290,6 +290,90 @@ pub fn model_from_tensors(
     })
 }
 
+/// A model of `cfg`'s shapes with random weights, made on the device: every weight drawn
+/// from N(0, 0.02²) and every norm weight 1 (what an untrained checkpoint of that family
+/// looks like to the kernels; biases only where the family has them). For speed and memory measurements at shapes no checkpoint
+/// on the machine has; the draws follow `seed` through the device's generator.
+///
+/// ```
+/// use latentevo_model::{random_model, LoadOptions, ModelConfig};
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/tiny/olmoe/config.json");
+/// let cfg = ModelConfig::from_file(dir)?;
+/// let model = random_model(&cfg, &LoadOptions::default(), 0)?;
+/// assert_eq!(model.num_layers(), cfg.num_hidden_layers);
+/// # Ok::<(), latentevo_model::ModelError>(())
+/// ```
+pub fn random_model(cfg: &ModelConfig, options: &LoadOptions, seed: u64) -> Result<Model> {
+    let weights_error = |e: candle_core::Error| ModelError::Weights {
+        path: PathBuf::from("<random weights>"),
+        message: candle_message(&e),
+    };
+    // The CPU has no seedable generator of its own: draw there from one made of `seed`.
+    let host_rng = if options.device.is_cpu() {
+        Some(std::sync::Mutex::new(
+            <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed),
+        ))
+    } else {
+        options.device.set_seed(seed).map_err(weights_error)?;
+        None
+    };
+    let weights = RandomWeights {
+        qkv_bias: cfg.family == crate::config::Family::Qwen2Moe,
+        host_rng,
+    };
+    let vb = VarBuilder::from_backend(
+        Box::new(weights),
+        options.resolved_dtype(),
+        options.device.clone(),
+    );
+    Model::new(cfg, vb).map_err(weights_error)
+}
+
+/// The weight source of [`random_model`].
+struct RandomWeights {
+    /// Whether the attention's q/k/v projections have biases (Qwen2-MoE's do).
+    qkv_bias: bool,
+    /// The generator on the CPU (elsewhere the device's own, seeded).
+    host_rng: Option<std::sync::Mutex<rand_chacha::ChaCha8Rng>>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for RandomWeights {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        _name: &str,
+        hint: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        match hint {
+            // Norm weights ask for ones.
+            candle_nn::Init::Const(v) if v != 0.0 => Tensor::full(v as f32, shape, device)?.to_dtype(dtype),
+            _ => match &self.host_rng {
+                Some(rng) => {
+                    use rand_distr::Distribution;
+                    let normal = rand_distr::Normal::new(0f32, 0.02).expect("a positive std");
+                    let mut rng = rng.lock().expect("the generator's lock is never poisoned");
+                    let values: Vec<f32> = (0..shape.elem_count())
+                        .map(|_| normal.sample(&mut *rng))
+                        .collect();
+                    Tensor::from_vec(values, shape, device)?.to_dtype(dtype)
+                }
+                None => Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype),
+            },
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _device: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("random weights have no shape for `{name}`")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        let qkv = [".q_proj.bias", ".k_proj.bias", ".v_proj.bias"];
+        !name.ends_with(".bias") || (self.qkv_bias && qkv.iter().any(|s| name.ends_with(s)))
+    }
+}
+
 /// Loads a `tokenizer.json`, naming the file on failure (see [`parse_tokenizer`]).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {

@@ -75,6 +75,35 @@ pub struct Model {
     rotary: Rotary,
     device: Device,
     dtype: DType,
+    moe_path: MoePath,
+}
+
+/// Where a MoE layer's routing is decided and how its experts run.
+///
+/// The routing policy (free top-k, the [`crate::RoutingLock`], the drift count) is the
+/// same on both paths; they differ in where the work happens:
+///
+/// ```
+/// use latentevo_model::{load, LoadOptions, MoePath};
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/tiny/olmoe");
+/// let mut loaded = load(dir, &LoadOptions::default())?;
+/// loaded.model.set_moe_path(MoePath::Device); // check the GPU's path on the CPU
+/// assert_eq!(loaded.model.moe_path(), MoePath::Device);
+/// # Ok::<(), latentevo_model::ModelError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MoePath {
+    /// The host path on the CPU (router probabilities copied to the host, the CPU
+    /// kernels' dispatch — no cost there), the device path anywhere else.
+    #[default]
+    Auto,
+    /// The host path everywhere: on a GPU, one synchronisation per MoE layer.
+    Host,
+    /// The device path everywhere: routing and lock as tensor operations, the drift and
+    /// the recorded routes copied down once when the forward call ends; experts through
+    /// candle-nn's fused `moe_gemm` on CUDA in bf16/f16, else every expert on every token
+    /// with a combine matrix (`num_experts / top_k` times the expert work).
+    Device,
 }
 
 impl Model {
@@ -102,7 +131,26 @@ impl Model {
             rotary: Rotary::new(cfg),
             device: vb.device().clone(),
             dtype: vb.dtype(),
+            moe_path: MoePath::Auto,
         })
+    }
+
+    /// Chooses where MoE layers route and dispatch ([`MoePath`]; [`MoePath::Auto`] at load).
+    pub fn set_moe_path(&mut self, path: MoePath) {
+        self.moe_path = path;
+    }
+
+    /// Where MoE layers route and dispatch.
+    pub fn moe_path(&self) -> MoePath {
+        self.moe_path
+    }
+
+    fn moe_on_device(&self) -> bool {
+        match self.moe_path {
+            MoePath::Auto => !self.device.is_cpu(),
+            MoePath::Host => false,
+            MoePath::Device => true,
+        }
     }
 
     /// The configuration.
@@ -172,7 +220,7 @@ impl Model {
         let mut recorder = Recorder::new(hooks, batch.batch_size());
         let hidden = self.run_layers(hidden, 0..self.layers.len(), &step, cache, hooks, &mut recorder)?;
         cache.commit(&step.layout);
-        Ok(recorder.into_output(self.head(&hidden, logits)?))
+        Ok(recorder.into_output(self.head(&hidden, logits)?)?)
     }
 
     /// A forward call over `2n` rows whose rows `n..2n` are fed the same tokens as rows
@@ -241,7 +289,7 @@ impl Model {
             &mut recorder,
         )?;
         cache.commit(&step.layout);
-        Ok(recorder.into_output(self.head(&hidden, logits)?))
+        Ok(recorder.into_output(self.head(&hidden, logits)?)?)
     }
 
     pub(crate) fn layer_out_of_range(&self, layer: usize) -> ModelError {
@@ -315,6 +363,7 @@ impl Model {
             mask,
             cos,
             sin,
+            moe_on_device: self.moe_on_device(),
         })
     }
 

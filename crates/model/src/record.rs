@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use crate::hooks::{Hooks, LayerRouting, Routing, RoutingDrift};
-use crate::layers::FeedForwardReport;
+use crate::layers::{FeedForwardReport, LayerRoutes};
 use crate::model::ForwardOutput;
 
 /// The accumulators of one pass over the decoder layers, as its [`Hooks`] ask:
@@ -15,12 +15,17 @@ use crate::model::ForwardOutput;
 ///
 /// The layers add to the drift as they route ([`Recorder::drift`]); after each layer its
 /// report goes in with [`Recorder::record`]; [`Recorder::into_output`] makes the
-/// [`ForwardOutput`].
+/// [`ForwardOutput`]. What the layers leave on the device (routes, drift counts of the
+/// device path) waits there and is copied down when the pass ends, not per layer.
 #[derive(Debug)]
 pub(crate) struct Recorder {
     routing: Option<Routing>,
     drift: RoutingDrift,
     ffn_inputs: Vec<Tensor>,
+    /// Routes not yet in `routing`, in layer order.
+    pending_routes: Vec<(usize, LayerRoutes)>,
+    /// Per-row changed counts `[rows]` not yet in `drift`.
+    pending_changed: Vec<Tensor>,
 }
 
 impl Recorder {
@@ -30,6 +35,8 @@ impl Recorder {
             routing: hooks.record_routing.then(Routing::default),
             drift: RoutingDrift::with_rows(rows),
             ffn_inputs: Vec::new(),
+            pending_routes: Vec::new(),
+            pending_changed: Vec::new(),
         }
     }
 
@@ -54,17 +61,41 @@ impl Recorder {
     /// feed-forward input (when capturing).
     pub fn record(&mut self, layer: usize, report: FeedForwardReport) {
         self.ffn_inputs.extend(report.ffn_input);
-        if let (Some(routing), Some(rows)) = (self.routing.as_mut(), report.routes) {
-            routing.extend(Routing {
-                layers: vec![LayerRouting { layer, rows }],
-            });
+        self.pending_changed.extend(report.changed);
+        if let (true, Some(routes)) = (self.routing.is_some(), report.routes) {
+            self.pending_routes.push((layer, routes));
         }
+    }
+
+    /// Copies what waits on the device into the routing and the drift.
+    fn settle(&mut self) -> candle_core::Result<()> {
+        if !self.pending_changed.is_empty() {
+            let changed = Tensor::stack(&self.pending_changed, 0)?
+                .sum(0)?
+                .to_vec1::<f32>()?;
+            for (row, count) in changed.into_iter().enumerate() {
+                self.drift.add(row, count.round() as u64, 0);
+            }
+            self.pending_changed.clear();
+        }
+        if let Some(routing) = self.routing.as_mut() {
+            for (layer, routes) in self.pending_routes.drain(..) {
+                routing.extend(Routing {
+                    layers: vec![LayerRouting {
+                        layer,
+                        rows: routes.into_host()?,
+                    }],
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Takes in what a pass over rows `0..n` recorded for a twinned batch of `2n` rows
     /// ([`crate::Model::forward_twinned`]): row `i` of `lower` counts for rows `i` and
     /// `n + i`.
-    pub fn absorb_twins(&mut self, lower: Recorder) -> candle_core::Result<()> {
+    pub fn absorb_twins(&mut self, mut lower: Recorder) -> candle_core::Result<()> {
+        lower.settle()?;
         let n = lower.drift.rows.len();
         for (i, &(changed, locked)) in lower.drift.rows.iter().enumerate() {
             self.drift.add(i, changed, locked);
@@ -81,17 +112,19 @@ impl Recorder {
     }
 
     /// The routing recorded so far (when recording).
-    pub fn into_routing(self) -> Option<Routing> {
-        self.routing
+    pub fn into_routing(mut self) -> candle_core::Result<Option<Routing>> {
+        self.settle()?;
+        Ok(self.routing)
     }
 
     /// The forward call's output, with `logits`.
-    pub fn into_output(self, logits: Option<Tensor>) -> ForwardOutput {
-        ForwardOutput {
+    pub fn into_output(mut self, logits: Option<Tensor>) -> candle_core::Result<ForwardOutput> {
+        self.settle()?;
+        Ok(ForwardOutput {
             logits,
             routing: self.routing,
             drift: self.drift,
             ffn_inputs: self.ffn_inputs,
-        }
+        })
     }
 }

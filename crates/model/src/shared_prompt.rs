@@ -91,7 +91,7 @@ impl Model {
             hidden,
             cache,
             step,
-            routing: recorder.into_routing(),
+            routing: recorder.into_routing()?,
         })
     }
 
@@ -125,6 +125,6 @@ impl Model {
             &mut recorder,
         )?;
         cache.commit(&shared.step.layout);
-        Ok((recorder.into_output(self.head(&hidden, logits)?), cache))
+        Ok((recorder.into_output(self.head(&hidden, logits)?)?, cache))
     }
 }

@@ -244,17 +244,13 @@ fn routing_margin(reference: &[f32], top_k: usize) -> f32 {
 #[test]
 fn bf16_and_f16_stay_close_to_the_reference() {
     use candle_core::DType;
-    use latentevo_model::{load, LoadOptions};
+    use latentevo_model::load;
     for (dtype, tolerance, router_tolerance) in [(DType::BF16, 0.2f32, 0.25f32), (DType::F16, 0.035, 0.05)] {
         let (mut worst, mut worst_router) = (0f32, 0f32);
         let (mut checked, mut decisions, mut changed) = (0usize, 0usize, 0usize);
         for family in FAMILIES {
             let reference = Reference::load(family);
-            let options = LoadOptions {
-                dtype: Some(dtype),
-                ..LoadOptions::default()
-            };
-            let loaded = load(fixture_dir(family).to_str().unwrap(), &options).unwrap();
+            let loaded = load(fixture_dir(family).to_str().unwrap(), &test_options(Some(dtype))).unwrap();
             let model = &loaded.model;
             assert_eq!(model.dtype(), dtype);
             let moe_layers = model.config().moe_layers();

@@ -5,17 +5,20 @@ use candle_nn::{RmsNorm, VarBuilder};
 
 use super::attention::Attention;
 use super::mlp::Mlp;
-use super::moe::MoeBlock;
+use super::moe::{LayerRoutes, MoeBlock, MoeReport};
 use super::{CResult, LayerKv, Step};
 use crate::config::ModelConfig;
-use crate::hooks::{Hooks, RoutingDrift, TokenRoute};
+use crate::hooks::{Hooks, RoutingDrift};
 use crate::profile::{self, Part};
 
 /// What one decoder layer's feed-forward part reports back, dense or MoE.
 #[derive(Debug, Default)]
 pub(crate) struct FeedForwardReport {
-    /// Per row, the routes of real tokens (a MoE layer, when recording).
-    pub routes: Option<Vec<Vec<TokenRoute>>>,
+    /// The routes of real tokens (a MoE layer, when recording).
+    pub routes: Option<LayerRoutes>,
+    /// Per row, locked choices the free router would have changed, still on the device
+    /// (a MoE layer on the device path, under a lock).
+    pub changed: Option<Tensor>,
     /// The feed-forward input `[b, t, hidden]` (when capturing).
     pub ffn_input: Option<Tensor>,
 }
@@ -76,12 +79,16 @@ impl DecoderLayer {
         let attn = self.attention.forward(&normed, step, cache)?;
         let x = (x + scaled(attn, self.residual_multiplier)?)?;
         let normed = profile::time(Part::Experts, || self.post_attention_norm.forward(&x))?;
-        let (ff, routes) = match &self.feed_forward {
-            FeedForward::Dense(mlp) => (profile::time(Part::Experts, || mlp.forward(&normed))?, None),
-            FeedForward::Moe(moe) => moe.forward(&normed, &step.layout, hooks, drift)?,
+        let (ff, moe) = match &self.feed_forward {
+            FeedForward::Dense(mlp) => (
+                profile::time(Part::Experts, || mlp.forward(&normed))?,
+                MoeReport::default(),
+            ),
+            FeedForward::Moe(moe) => moe.forward(&normed, &step.layout, step.moe_on_device, hooks, drift)?,
         };
         let report = FeedForwardReport {
-            routes,
+            routes: moe.routes,
+            changed: moe.changed,
             ffn_input: hooks.capture_ffn_inputs.then_some(normed),
         };
         Ok(((x + scaled(ff, self.residual_multiplier)?)?, report))

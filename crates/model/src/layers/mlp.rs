@@ -41,6 +41,18 @@ impl Mlp {
         })
     }
 
+    /// An MLP of a fused `[gate; up]` weight `[2 * inter, hidden]` and `down`
+    /// `[hidden, inter]`, both kept as they are (views of a stack of experts, say).
+    pub fn from_fused(gate_up: Tensor, down: Tensor) -> CResult<Self> {
+        let inter = gate_up.dim(0)? / 2;
+        Ok(Mlp {
+            gate: gate_up.narrow(0, 0, inter)?,
+            up: gate_up.narrow(0, inter, inter)?,
+            gate_up,
+            down,
+        })
+    }
+
     /// The fused `[gate; up]` weight `[2 * inter, hidden]` and `down` `[hidden, inter]`.
     pub fn fused_weights(&self) -> (&Tensor, &Tensor) {
         (&self.gate_up, &self.down)

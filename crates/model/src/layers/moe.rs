@@ -6,6 +6,11 @@
 //! - the *dispatch*, [`dispatch`]: running each expert on the tokens routed to it and
 //!   summing the weighted outputs. It sees only the [`Decision`]s, so a faster dispatch
 //!   replaces it without touching the policy.
+//!
+//! Both run on the host's copy of the router's probabilities; [`device`] has the same
+//! policy and a dispatch as tensor operations, for a forward call that stays on a GPU.
+
+mod device;
 
 use candle_core::{DType, IndexOp, Tensor};
 use candle_nn::VarBuilder;
@@ -15,6 +20,7 @@ use super::{CResult, TokenLayout};
 use crate::config::{Family, ModelConfig, MoeConfig};
 use crate::hooks::{Hooks, LockWeights, RoutingDrift, TokenRoute};
 use crate::profile::{self, Part};
+use device::{DeviceDecisions, StackedExperts};
 
 /// Where one token goes: expert ids (in the router's rank order for a free choice) and
 /// the weight of each expert's output.
@@ -226,8 +232,52 @@ fn dispatch_candle(experts: &[Mlp], xs: &Tensor, decisions: &[Decision]) -> CRes
 #[derive(Debug, Clone)]
 pub(crate) struct MoeBlock {
     router: Router,
+    /// Views of `stacked`, one per expert.
     experts: Vec<Mlp>,
+    stacked: StackedExperts,
     shared: Option<(Mlp, Tensor)>,
+}
+
+/// The routes of one MoE layer's call, for the recording: on the host, or still on the
+/// device (copied down when the forward call ends).
+#[derive(Debug)]
+pub(crate) enum LayerRoutes {
+    /// Per row, the routes of its real tokens.
+    Host(Vec<Vec<TokenRoute>>),
+    /// The decisions of every token of the call, and where the tokens sit.
+    Device {
+        decisions: DeviceDecisions,
+        layout: TokenLayout,
+    },
+}
+
+impl LayerRoutes {
+    /// Per row, the routes of its real tokens (copies device decisions to the host).
+    pub fn into_host(self) -> CResult<Vec<Vec<TokenRoute>>> {
+        match self {
+            LayerRoutes::Host(rows) => Ok(rows),
+            LayerRoutes::Device { decisions, layout } => {
+                let ids = decisions.ids.to_vec2::<u32>()?;
+                let weights = decisions.weights.to_vec2::<f32>()?;
+                let decisions = ids
+                    .into_iter()
+                    .zip(weights)
+                    .map(|(experts, weights)| Decision { experts, weights })
+                    .collect();
+                Ok(routes_by_row(decisions, &layout))
+            }
+        }
+    }
+}
+
+/// What a MoE layer's call reports besides its output.
+#[derive(Debug, Default)]
+pub(crate) struct MoeReport {
+    /// The routes, when recording.
+    pub routes: Option<LayerRoutes>,
+    /// On the device path under a lock: per row, the locked choices the free router would
+    /// have changed, `[b]` f32 (the host path adds them to the drift at once).
+    pub changed: Option<Tensor>,
 }
 
 impl MoeBlock {
@@ -277,6 +327,7 @@ impl MoeBlock {
             }
             Family::Llama => candle_core::bail!("Llama has no MoE blocks"),
         };
+        let (stacked, experts) = StackedExperts::new(experts)?;
         let shared = match moe.shared_expert_intermediate_size {
             Some(s) => {
                 let vb = vb.pp("mlp");
@@ -300,6 +351,7 @@ impl MoeBlock {
                 renormalize: moe.router.renormalize,
             },
             experts,
+            stacked,
             shared,
         })
     }
@@ -314,32 +366,58 @@ impl MoeBlock {
         &self.experts
     }
 
-    /// `x: [b, t, hidden]` → `[b, t, hidden]`: route every token ([`Router::route`]), run
-    /// the experts ([`dispatch`]) and the shared expert; with `hooks.record_routing`, also
-    /// the routes of the real tokens, per row.
+    /// `x: [b, t, hidden]` → `[b, t, hidden]`: route every token and run the experts —
+    /// on the host's copy of the router's probabilities ([`Router::route`], [`dispatch`]),
+    /// or `on_device` without leaving the device ([`device`]) — then the shared expert;
+    /// with `hooks.record_routing`, also the routes of the real tokens, per row.
     pub fn forward(
         &self,
         x: &Tensor,
         layout: &TokenLayout,
+        on_device: bool,
         hooks: &Hooks,
         drift: &mut RoutingDrift,
-    ) -> CResult<(Tensor, Option<Vec<Vec<TokenRoute>>>)> {
+    ) -> CResult<(Tensor, MoeReport)> {
         let (b, t, h) = x.dims3()?;
         let xs = x.reshape((b * t, h))?;
-        let decisions = profile::time(Part::Routing, || -> CResult<_> {
-            let probs = self.router.probabilities(&xs)?;
-            self.router.route(&probs, layout, hooks, drift)
-        })?;
-        let out = profile::time(Part::Experts, || -> CResult<_> {
-            let mut out = dispatch(&self.experts, &xs, &decisions)?;
-            if let Some((mlp, gate)) = &self.shared {
+        let (out, report) = if on_device {
+            let (decisions, changed) = profile::time(Part::Routing, || -> CResult<_> {
+                let plan = self.router.lock_plan(layout, hooks, drift, xs.device())?;
+                self.router.route_on_device(&xs, plan.as_ref())
+            })?;
+            let out = profile::time(Part::Experts, || {
+                device::dispatch_on_device(&self.experts, &self.stacked, &xs, &decisions, t > 1)
+            })?;
+            let routes = hooks.record_routing.then(|| LayerRoutes::Device {
+                decisions,
+                layout: layout.clone(),
+            });
+            (out, MoeReport { routes, changed })
+        } else {
+            let decisions = profile::time(Part::Routing, || -> CResult<_> {
+                let probs = self.router.probabilities(&xs)?;
+                self.router.route(&probs, layout, hooks, drift)
+            })?;
+            let out = profile::time(Part::Experts, || dispatch(&self.experts, &xs, &decisions))?;
+            let routes = hooks
+                .record_routing
+                .then(|| LayerRoutes::Host(routes_by_row(decisions, layout)));
+            (
+                out,
+                MoeReport {
+                    routes,
+                    changed: None,
+                },
+            )
+        };
+        let out = match &self.shared {
+            Some((mlp, gate)) => profile::time(Part::Experts, || -> CResult<_> {
                 let g = candle_nn::ops::sigmoid(&xs.matmul(&gate.t()?)?)?;
-                out = (out + mlp.forward(&xs)?.broadcast_mul(&g)?)?;
-            }
-            Ok(out)
-        })?;
-        let routes = hooks.record_routing.then(|| routes_by_row(decisions, layout));
-        Ok((out.reshape((b, t, h))?, routes))
+                out + mlp.forward(&xs)?.broadcast_mul(&g)?
+            })?,
+            None => out,
+        };
+        Ok((out.reshape((b, t, h))?, report))
     }
 }
 

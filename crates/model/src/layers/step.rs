@@ -32,6 +32,8 @@ pub(crate) struct Step {
     /// RoPE tables `[b, t, head_dim / 2]`.
     pub cos: Tensor,
     pub sin: Tensor,
+    /// Whether MoE layers route and dispatch on the device ([`crate::MoePath`]).
+    pub moe_on_device: bool,
 }
 
 impl Step {
@@ -49,6 +51,7 @@ impl Step {
             mask: self.mask.narrow(0, 0, n)?,
             cos: self.cos.narrow(0, 0, n)?,
             sin: self.sin.narrow(0, 0, n)?,
+            moe_on_device: self.moe_on_device,
         })
     }
 
@@ -70,6 +73,7 @@ impl Step {
             mask: repeat_rows(&self.mask, n)?,
             cos: repeat_rows(&self.cos, n)?,
             sin: repeat_rows(&self.sin, n)?,
+            moe_on_device: self.moe_on_device,
         })
     }
 }

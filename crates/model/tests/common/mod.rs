@@ -20,14 +20,45 @@ pub const FAMILIES: &[&str] = &[
 /// Logits must match transformers within this (f32, CPU).
 pub const LOGIT_TOLERANCE: f32 = 1e-4;
 
+/// The fixtures' folder: `LATENTEVO_FIXTURES` if set (a test binary carried to another
+/// machine), else `models/tiny` of this checkout.
 pub fn fixture_dir(family: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/tiny")
+    std::env::var_os("LATENTEVO_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny"))
         .join(family)
 }
 
+/// The device the tests run the model on: `LATENTEVO_TEST_DEVICE=cuda` (or `cuda:N`) on a
+/// GPU machine with a `--features cuda` build, else the CPU.
+pub fn test_device() -> Device {
+    match std::env::var("LATENTEVO_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("") | Ok("cpu") => Device::Cpu,
+        Ok(name) => {
+            let ordinal = match name.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(n) => n
+                    .trim_start_matches(':')
+                    .parse()
+                    .expect("LATENTEVO_TEST_DEVICE=cuda:N"),
+                None => panic!("LATENTEVO_TEST_DEVICE: expected cpu, cuda or cuda:N, got {name}"),
+            };
+            Device::new_cuda(ordinal).expect("LATENTEVO_TEST_DEVICE names a CUDA device")
+        }
+    }
+}
+
+/// Loading options on the [`test_device`] (f32 unless `dtype`).
+pub fn test_options(dtype: Option<candle_core::DType>) -> LoadOptions {
+    LoadOptions {
+        device: test_device(),
+        dtype: dtype.or(Some(candle_core::DType::F32)),
+        ..LoadOptions::default()
+    }
+}
+
 pub fn load_fixture(family: &str) -> LoadedModel {
-    load(fixture_dir(family).to_str().unwrap(), &LoadOptions::default())
+    load(fixture_dir(family).to_str().unwrap(), &test_options(None))
         .unwrap_or_else(|e| panic!("loading fixture {family}: {e}"))
 }
 
@@ -84,8 +115,16 @@ impl Reference {
 }
 
 /// Largest absolute difference between two tensors of equal shape.
+/// Either may be on the [`test_device`]; compared on the CPU in f32.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    let on_cpu = |t: &Tensor| {
+        t.to_device(&Device::Cpu)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+    };
+    let (a, b) = (on_cpu(a), on_cpu(b));
     (a - b)
         .unwrap()
         .abs()
