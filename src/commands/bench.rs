@@ -5,10 +5,11 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use latentevo_model::{
-    GenerationConfig, Hooks, LogitsMode, Model, Perturbation, Positions, RoutingLock, TokenBatch,
+    random_model, GenerationConfig, Hooks, LogitsMode, Model, ModelConfig, MoePath, Perturbation, Positions,
+    RoutingLock, TokenBatch,
 };
 
 use super::ModelArgs;
@@ -42,6 +43,17 @@ pub struct BenchArgs {
     /// Perturbed layer for --round [default: ~27% of the depth].
     #[arg(long)]
     pub layer: Option<usize>,
+    /// With --round: time only the search's own way (shared prefix + batched).
+    #[arg(long, requires = "round")]
+    pub shared_only: bool,
+    /// Instead of --model: a model of this config.json's shapes with random weights
+    /// (N(0, 0.02²), norms 1), made on --device, for shapes no checkpoint here has.
+    #[arg(long, conflicts_with = "model")]
+    pub random_config: Option<std::path::PathBuf>,
+    /// Where MoE layers route and dispatch: auto (host on the CPU, device elsewhere),
+    /// host or device.
+    #[arg(long, default_value = "auto")]
+    pub moe_path: String,
 }
 
 /// Runs `latentevo bench`.
@@ -53,8 +65,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
     {
         bail!("--populations, --prompt-tokens and --repeats must be positive");
     }
-    let loaded = args.model.load()?;
-    let model = &loaded.model;
+    let moe_path = match args.moe_path.as_str() {
+        "auto" => MoePath::Auto,
+        "host" => MoePath::Host,
+        "device" => MoePath::Device,
+        other => {
+            return Err(super::usage(format!(
+                "--moe-path: expected auto, host or device, got `{other}`"
+            )))
+        }
+    };
+    let mut model = match &args.random_config {
+        Some(path) => {
+            let cfg = ModelConfig::from_file(path)
+                .with_context(|| format!("--random-config {}", path.display()))?;
+            random_model(&cfg, &args.model.options()?, 0).context("making the random-weight model")?
+        }
+        None => args.model.load()?.model,
+    };
+    model.set_moe_path(moe_path);
+    let model = &model;
     let vocab = model.config().vocab_size as u64;
     // Deterministic pseudo-random prompt (the same for every row).
     let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
@@ -170,6 +200,21 @@ fn round(args: &BenchArgs, model: &Model, prompt: &[u32]) -> Result<()> {
     };
     for &n in &args.populations {
         let shared = time(n, layer, n)?;
+        if args.shared_only {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"population": n, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+                        "layer": layer, "seconds_shared_batched": shared})
+                );
+            } else {
+                println!(
+                    "population {n}, prompt {} tokens, {} new tokens, layer {layer}: shared prefix + batched {shared:.3} s",
+                    args.prompt_tokens, args.new_tokens
+                );
+            }
+            continue;
+        }
         let unshared = time(n, 0, n)?;
         let one_by_one = time(n, 0, 1)?;
         if args.json {
