@@ -283,3 +283,54 @@ fn hub_ids_load_from_the_local_cache_offline() {
     );
     assert!(start.elapsed().as_secs() < 30);
 }
+
+/// `bench --random-config` measures a model of a config's shapes without its weights, on
+/// either MoE path; a bad `--moe-path` is a usage error naming the flag.
+#[test]
+fn bench_runs_a_random_weight_model_of_a_config() {
+    let config = format!("{}/config.json", fixture("qwen2_moe"));
+    let bench = |path: &str, extra: &[&str]| -> serde_json::Value {
+        let out = bin()
+            .args([
+                "bench",
+                "--random-config",
+                &config,
+                "--moe-path",
+                path,
+                "--populations",
+                "2",
+            ])
+            .args([
+                "--prompt-tokens",
+                "5",
+                "--new-tokens",
+                "3",
+                "--repeats",
+                "1",
+                "--json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for path in ["host", "device"] {
+        let json = bench(path, &[]);
+        assert_eq!(json["population"], 2);
+        assert!(json["prefill_tokens_per_s"].as_f64().unwrap() > 0.0, "{json}");
+        assert!(json["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{json}");
+        let json = bench(path, &["--round", "--shared-only", "--layer", "1"]);
+        assert!(json["seconds_shared_batched"].as_f64().unwrap() > 0.0, "{json}");
+        assert!(
+            json.get("seconds_one_by_one").is_none(),
+            "--shared-only times one way: {json}"
+        );
+    }
+    let out = bin()
+        .args(["bench", "--random-config", &config, "--moe-path", "gpu"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--moe-path"));
+}

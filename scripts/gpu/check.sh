@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one GPU check (an NVIDIA H200, CUDA 13 driver), from the project root, after
-# scripts/gpu/stage.sh built target-gpu/gpu-bin.tar.gz on the build machine:
+# scripts/gpu/stage.sh built target-gpu/gpu-bin.tar.xz on the build machine:
 #
 #   bash scripts/gpu/check.sh            # writes its log and figures to $OUT (or ./out/gpu)
 #
@@ -32,7 +32,10 @@ if ! ls /usr/local/cuda-13.0/targets/x86_64-linux/lib/libcublas.so.13 >/dev/null
   [ -n "$lib" ] && export LD_LIBRARY_PATH="$(dirname "$lib"):$LD_LIBRARY_PATH"
 fi
 BIN="$PWD/target-gpu/bin"
-tar -C target-gpu -xzf target-gpu/gpu-bin.tar.gz || { echo "no target-gpu/gpu-bin.tar.gz: run scripts/gpu/stage.sh first"; exit 1; }
+[ -f target-gpu/gpu-bin.tar.xz ] || { echo "no target-gpu/gpu-bin.tar.xz: run scripts/gpu/stage.sh first"; exit 1; }
+tar -C target-gpu -xJf target-gpu/gpu-bin.tar.xz 2>/dev/null \
+  || python3 -c 'import tarfile; tarfile.open("target-gpu/gpu-bin.tar.xz").extractall("target-gpu")' \
+  || { echo "cannot unpack target-gpu/gpu-bin.tar.xz (neither xz nor python3 here)"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 status=0
 step() { # name, timeout in s, file for its stdout (or /dev/null), command...
