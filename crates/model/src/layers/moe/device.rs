@@ -247,11 +247,55 @@ fn dispatch_dense(experts: &[Mlp], xs: &Tensor, decisions: &DeviceDecisions) -> 
     Ok(out)
 }
 
-/// candle-nn's fused MoE product (CUDA, bf16/f16): the token slots sorted by expert once,
-/// `gate_up` for all slots in one kernel, SwiGLU, `down` with the routing weights applied,
-/// then the `k` slots of each token summed.
+/// The most token slots (`tokens * k`) one sort may hold: candle's CUDA argsort keeps a row,
+/// padded to a power of two, in the 48 KiB of shared memory a launch gets without opting in.
+#[cfg(feature = "cuda")]
+const MAX_SORTED_SLOTS: usize = 8192;
+
+/// candle-nn's fused MoE product (CUDA, bf16/f16), in chunks of at most
+/// [`MAX_SORTED_SLOTS`] token slots (a long prompt pass is several chunks).
 #[cfg(feature = "cuda")]
 fn dispatch_fused(
+    stacked: &StackedExperts,
+    xs: &Tensor,
+    decisions: &DeviceDecisions,
+    prefill: bool,
+) -> CResult<Tensor> {
+    let n = xs.dim(0)?;
+    let chunk = (MAX_SORTED_SLOTS / decisions.ids.dim(1)?).max(1);
+    if n <= chunk {
+        return dispatch_fused_chunk(stacked, &unshared(xs)?, decisions, prefill);
+    }
+    let parts = (0..n)
+        .step_by(chunk)
+        .map(|start| {
+            let len = chunk.min(n - start);
+            let part = DeviceDecisions {
+                ids: decisions.ids.narrow(0, start, len)?.copy()?,
+                weights: decisions.weights.narrow(0, start, len)?.copy()?,
+            };
+            dispatch_fused_chunk(stacked, &xs.narrow(0, start, len)?.copy()?, &part, prefill)
+        })
+        .collect::<CResult<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)
+}
+
+/// `t` as a tensor of its own storage from its start: `moe_gemm` reads its inputs' storage
+/// from the beginning, whatever the layout's offset.
+#[cfg(feature = "cuda")]
+fn unshared(t: &Tensor) -> CResult<Tensor> {
+    if t.is_contiguous() && t.layout().start_offset() == 0 {
+        Ok(t.clone())
+    } else {
+        t.copy()
+    }
+}
+
+/// One chunk of [`dispatch_fused`]: the token slots sorted by expert once, `gate_up` for
+/// all slots in one kernel, SwiGLU, `down` with the routing weights applied, then the `k`
+/// slots of each token summed.
+#[cfg(feature = "cuda")]
+fn dispatch_fused_chunk(
     stacked: &StackedExperts,
     xs: &Tensor,
     decisions: &DeviceDecisions,
@@ -276,7 +320,7 @@ fn dispatch_fused(
     candle_nn::moe::moe_gemm(
         &hidden_in.reshape((n * k, inter))?,
         &stacked.down,
-        &Some(decisions.weights.contiguous()?),
+        &Some(unshared(&decisions.weights)?),
         &sorted_slots,
         &expert_ids,
         k,
