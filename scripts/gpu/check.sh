@@ -19,7 +19,8 @@
 # seconds beside transformers' figures for the same shapes on an H200 (transformers 5.17,
 # torch 2.11, bf16): prefill 79.3k tok/s at 16x256 and 90.3k at 64x256, decode 31 tok/s at
 # batch 1 and 696 at batch 16, round 0.94 s. Goals: round <= 0.31 s, prefill >= 190k tok/s.
-# About 3-5 minutes once the machine is up.
+# About 3-5 minutes once the machine is up; every step has a timeout, 9 minutes in all, so
+# the whole check fits in one 10-minute job.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/out/gpu}"
@@ -50,16 +51,16 @@ step() { # name, timeout in s, file for its stdout (or /dev/null), command...
 DEVICE="${GPU_CHECK_DEVICE:-cuda}"
 CONFIG="${GPU_CHECK_CONFIG:-scripts/gpu/olmoe-1b-7b-config.json}"
 export LATENTEVO_TEST_DEVICE="$DEVICE" LATENTEVO_FIXTURES="$PWD/models/tiny"
-step "golden fixtures on the GPU (f32, bf16, f16)" 240 /dev/null "$BIN/golden" --test-threads 1 --nocapture
-step "MoE device path vs host path on the GPU" 120 /dev/null "$BIN/moe_path" --test-threads 1
+step "golden fixtures on the GPU (f32, bf16, f16)" 150 /dev/null "$BIN/golden" --test-threads 1 --nocapture
+step "MoE device path vs host path on the GPU" 60 /dev/null "$BIN/moe_path" --test-threads 1
 unset LATENTEVO_TEST_DEVICE
 MODEL=(--random-config "$CONFIG" --device "$DEVICE" --dtype bf16)
-step "prefill and decode, OLMoE-1B-7B shape, bf16" 240 "$OUT/forward.jsonl" \
+step "prefill and decode, OLMoE-1B-7B shape, bf16" 150 "$OUT/forward.jsonl" \
   "$BIN/latentevo" bench "${MODEL[@]}" --populations 1,16,64 --prompt-tokens 256 --new-tokens 32 --repeats 3 --json
 for path in device host; do
-  step "round, OLMoE-1B-7B shape, bf16, MoE path $path" 180 "$OUT/round-$path.jsonl" \
+  step "round, OLMoE-1B-7B shape, bf16, MoE path $path" 90 "$OUT/round-$path.jsonl" \
     "$BIN/latentevo" bench "${MODEL[@]}" --moe-path "$path" --round --shared-only --layer 4 \
-    --populations 16,64 --prompt-tokens 64 --new-tokens 32 --repeats 3 --json
+    --populations 16,64 --prompt-tokens 64 --new-tokens 32 --repeats 2 --json
 done
 echo "== reference (transformers 5.17 / torch 2.11, H200, bf16): prefill 79.3k tok/s at 16x256, 90.3k at 64x256;"
 echo "   decode 31 tok/s at batch 1, 696 at batch 16; round (16 x 64 prompt x 32 new) 0.94 s."
