@@ -217,3 +217,44 @@ fn shadowed_generation_is_the_same_on_both_paths() {
         }
     }
 }
+
+/// A lock that names an expert the layer lacks, or a row to follow that has no token at
+/// the same position, is refused with the same named error on both paths.
+#[test]
+fn both_paths_refuse_a_bad_lock_alike() {
+    let mut loaded = load_fixture("mixtral");
+    let model = &mut loaded.model;
+    let experts = model.config().moe.as_ref().unwrap().num_experts as u32;
+    let prompts = Reference::load("mixtral").prompts();
+    let one = TokenBatch::left_padded(&prompts[1..2], 0);
+    let record = Hooks {
+        record_routing: true,
+        ..Hooks::default()
+    };
+    let mut routing = run(model, MoePath::Host, &one, &record).routing.unwrap();
+    routing.layers[0].rows[0][0].experts[0] = experts;
+    let bad_expert = RoutingLock::new(routing);
+    // Rows of different lengths: row 1 cannot follow row 0 at every position.
+    let uneven = TokenBatch::left_padded(&[prompts[0].clone(), prompts[3].clone()], 0);
+    let bad_follow = RoutingLock {
+        follow: Some(vec![0, 0]),
+        ..RoutingLock::new(Routing { layers: vec![] })
+    };
+    for path in [MoePath::Host, MoePath::Device] {
+        model.set_moe_path(path);
+        for (lock, batch, want) in [
+            (&bad_expert, &one, format!("names expert {experts}")),
+            (&bad_follow, &uneven, "row 1 follows row 0".to_string()),
+        ] {
+            let hooks = Hooks {
+                lock: Some(lock),
+                ..Hooks::default()
+            };
+            let err = model
+                .forward(batch, &mut model.new_cache(), &hooks, LogitsMode::None)
+                .expect_err("a bad lock must be refused")
+                .to_string();
+            assert!(err.contains(&want), "{path:?}: `{err}` should say `{want}`");
+        }
+    }
+}

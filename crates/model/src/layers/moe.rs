@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 use super::mlp::Mlp;
 use super::{CResult, TokenLayout};
 use crate::config::{Family, ModelConfig, MoeConfig};
-use crate::hooks::{Hooks, LockWeights, RoutingDrift, TokenRoute};
+use crate::hooks::{Hooks, LockWeights, RoutingDrift, RoutingLock, TokenRoute};
 use crate::profile::{self, Part};
 use device::{DeviceDecisions, StackedExperts};
 
@@ -67,6 +67,50 @@ impl Router {
         w
     }
 
+    /// Where each token of the call (row-major) takes its experts from under `lock`:
+    /// its recorded route, the token of the row it follows (where it has none and the lock
+    /// covers the layer and position), or the router's free choice (also every padding
+    /// token). Checks what the lock names against this layer and call.
+    fn lock_choices<'a>(
+        &self,
+        layout: &TokenLayout,
+        lock: &'a RoutingLock,
+    ) -> CResult<Vec<LockedChoice<'a>>> {
+        let tokens = layout.batch * layout.seq;
+        let mut choices = Vec::with_capacity(tokens);
+        for idx in 0..tokens {
+            let (row, position) = (idx / layout.seq, layout.positions[idx]);
+            if !layout.valid[idx] {
+                choices.push(LockedChoice::Free);
+            } else if let Some(route) = lock.route(self.layer, row, position) {
+                if let Some(&bad) = route.experts.iter().find(|&&e| e as usize >= self.num_experts) {
+                    candle_core::bail!(
+                        "locked routing names expert {bad} but layer {} has {}",
+                        self.layer,
+                        self.num_experts
+                    );
+                }
+                choices.push(LockedChoice::Recorded(route));
+            } else if let Some(leader) = lock.leader(row).filter(|_| lock.covers(self.layer, position)) {
+                let lidx = layout.index(leader, idx % layout.seq);
+                if leader >= layout.batch
+                    || !layout.valid[lidx]
+                    || layout.positions[lidx] != position
+                    || lock.leader(leader).is_some()
+                {
+                    candle_core::bail!(
+                        "routing lock: row {row} follows row {leader}, which has no token at position {position} \
+                         in this call (or follows another row itself)"
+                    );
+                }
+                choices.push(LockedChoice::Follows(lidx));
+            } else {
+                choices.push(LockedChoice::Free);
+            }
+        }
+        Ok(choices)
+    }
+
     /// The routing policy: for every token of the call (row-major), the experts it is sent
     /// to and their weights. Free tokens take the router's top-k; under a
     /// [`crate::RoutingLock`] a token takes its recorded route, else (with
@@ -79,40 +123,27 @@ impl Router {
         hooks: &Hooks,
         drift: &mut RoutingDrift,
     ) -> CResult<Vec<Decision>> {
-        let num_experts = self.num_experts;
-        let lock = hooks.lock;
+        let choices = hooks.lock.map(|l| self.lock_choices(layout, l)).transpose()?;
         let mut decisions = Vec::with_capacity(probs.len());
         let mut followers = Vec::new();
         for (idx, p) in probs.iter().enumerate() {
             let row = idx / layout.seq;
-            let position = layout.positions[idx];
             let free = top_k_ids(p, self.top_k);
-            let locked = lock.filter(|_| layout.valid[idx]);
-            let recorded = locked.and_then(|l| l.route(self.layer, row, position).map(|r| (l.weights, r)));
-            let decision = match recorded {
-                Some((mode, route)) => {
-                    if let Some(&bad) = route.experts.iter().find(|&&e| e as usize >= num_experts) {
-                        candle_core::bail!(
-                            "locked routing names expert {bad} but layer {} has {num_experts}",
-                            self.layer
-                        );
-                    }
+            let decision = match choices.as_ref().map_or(&LockedChoice::Free, |c| &c[idx]) {
+                LockedChoice::Recorded(route) => {
                     drift.add(row, changed(&route.experts, &free), route.experts.len() as u64);
-                    let weights = match mode {
-                        LockWeights::Recompute => self.weights_for(p, &route.experts),
-                        LockWeights::Replay => route.weights.clone(),
+                    let weights = match hooks.lock.map(|l| l.weights) {
+                        Some(LockWeights::Replay) => route.weights.clone(),
+                        _ => self.weights_for(p, &route.experts),
                     };
                     Decision {
                         experts: route.experts.clone(),
                         weights,
                     }
                 }
-                None => {
-                    if let Some(leader) = locked
-                        .filter(|l| l.covers(self.layer, position))
-                        .and_then(|l| l.leader(row))
-                    {
-                        followers.push((idx, leader, free.clone()));
+                choice => {
+                    if let LockedChoice::Follows(lidx) = *choice {
+                        followers.push((idx, lidx, free.clone()));
                     }
                     let weights = self.weights_for(p, &free);
                     Decision {
@@ -123,29 +154,15 @@ impl Router {
             };
             decisions.push(decision);
         }
-        for (idx, leader, free) in followers {
-            let (row, in_call) = (idx / layout.seq, idx % layout.seq);
-            let lidx = layout.index(leader, in_call);
-            let lock = lock.expect("followers exist only under a lock");
-            if leader >= layout.batch
-                || !layout.valid[lidx]
-                || layout.positions[lidx] != layout.positions[idx]
-                || lock.leader(leader).is_some()
-            {
-                candle_core::bail!(
-                    "routing lock: row {row} follows row {leader}, which has no token at position {} in this call \
-                     (or follows another row itself)",
-                    layout.positions[idx]
-                );
-            }
+        for (idx, lidx, free) in followers {
             let Decision {
                 experts: ids,
                 weights: leader_weights,
             } = decisions[lidx].clone();
-            drift.add(row, changed(&ids, &free), ids.len() as u64);
-            let weights = match lock.weights {
-                LockWeights::Recompute => self.weights_for(&probs[idx], &ids),
-                LockWeights::Replay => leader_weights,
+            drift.add(idx / layout.seq, changed(&ids, &free), ids.len() as u64);
+            let weights = match hooks.lock.map(|l| l.weights) {
+                Some(LockWeights::Replay) => leader_weights,
+                _ => self.weights_for(&probs[idx], &ids),
             };
             decisions[idx] = Decision {
                 experts: ids,
@@ -154,6 +171,16 @@ impl Router {
         }
         Ok(decisions)
     }
+}
+
+/// Where one token takes its experts from under a routing lock ([`Router::lock_choices`]).
+enum LockedChoice<'a> {
+    /// The router's own top-k.
+    Free,
+    /// Its recorded route.
+    Recorded(&'a TokenRoute),
+    /// The decision of the token at this flat index (same position, the row it follows).
+    Follows(usize),
 }
 
 /// Runs each expert on the tokens routed to it and sums the weighted outputs:

@@ -23,7 +23,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::{Router, TokenLayout};
+use super::{LockedChoice, Router, TokenLayout};
 use crate::hooks::{Hooks, LockWeights, RoutingDrift};
 use crate::layers::mlp::Mlp;
 use crate::layers::CResult;
@@ -52,8 +52,8 @@ pub(crate) struct DeviceDecisions {
 }
 
 impl Router {
-    /// The lock's plan for this layer, or `None` when there is no lock. Validates the lock
-    /// against the layout (as [`Router::route`] does) and adds the locked counts to
+    /// The lock's plan for this layer, or `None` when there is no lock: the choices of
+    /// [`Router::lock_choices`] (the host path's too) as tensors. Adds the locked counts to
     /// `drift`; the changed counts come from [`Router::route_on_device`].
     pub fn lock_plan(
         &self,
@@ -73,47 +73,31 @@ impl Router {
         let mut source: Vec<u32> = (0..n as u32).collect();
         let mut followed = false;
         let mut counted = vec![0f32; n];
-        for idx in (0..n).filter(|&i| layout.valid[i]) {
-            let (row, position) = (idx / layout.seq, layout.positions[idx]);
-            if let Some(route) = lock.route(self.layer, row, position) {
-                if let Some(&bad) = route.experts.iter().find(|&&e| e as usize >= self.num_experts) {
-                    candle_core::bail!(
-                        "locked routing names expert {bad} but layer {} has {}",
-                        self.layer,
-                        self.num_experts
-                    );
+        for (idx, choice) in self.lock_choices(layout, lock)?.into_iter().enumerate() {
+            let row = idx / layout.seq;
+            match choice {
+                LockedChoice::Free => continue,
+                LockedChoice::Recorded(route) => {
+                    if route.experts.len() != k || (replay && route.weights.len() != k) {
+                        candle_core::bail!(
+                            "locked routing of layer {} gives {} experts for a token; the model routes to {k}",
+                            self.layer,
+                            route.experts.len()
+                        );
+                    }
+                    recorded[idx] = 1;
+                    recorded_ids[idx * k..(idx + 1) * k].copy_from_slice(&route.experts);
+                    if replay {
+                        recorded_weights[idx * k..(idx + 1) * k].copy_from_slice(&route.weights);
+                    }
                 }
-                if route.experts.len() != k || (replay && route.weights.len() != k) {
-                    candle_core::bail!(
-                        "locked routing of layer {} gives {} experts for a token; the model routes to {k}",
-                        self.layer,
-                        route.experts.len()
-                    );
+                LockedChoice::Follows(lidx) => {
+                    source[idx] = lidx as u32;
+                    followed = true;
                 }
-                recorded[idx] = 1;
-                recorded_ids[idx * k..(idx + 1) * k].copy_from_slice(&route.experts);
-                if replay {
-                    recorded_weights[idx * k..(idx + 1) * k].copy_from_slice(&route.weights);
-                }
-                counted[idx] = 1.0;
-                drift.add(row, 0, k as u64);
-            } else if let Some(leader) = lock.leader(row).filter(|_| lock.covers(self.layer, position)) {
-                let lidx = layout.index(leader, idx % layout.seq);
-                if leader >= layout.batch
-                    || !layout.valid[lidx]
-                    || layout.positions[lidx] != position
-                    || lock.leader(leader).is_some()
-                {
-                    candle_core::bail!(
-                        "routing lock: row {row} follows row {leader}, which has no token at position {position} \
-                         in this call (or follows another row itself)"
-                    );
-                }
-                source[idx] = lidx as u32;
-                followed = true;
-                counted[idx] = 1.0;
-                drift.add(row, 0, k as u64);
             }
+            counted[idx] = 1.0;
+            drift.add(row, 0, k as u64);
         }
         Ok(Some(LockPlan {
             recorded: Tensor::from_vec(recorded, (n, 1), device)?,
