@@ -13,6 +13,7 @@ every row and the KL between each candidate and its shadow, as latentevo does.
     cargo build --release -p latentevo-model --bench round     # the script also does this
     ./.venv/bin/python scripts/bench_round.py --model ~/.cache/latentevo/smollm2-135m-instruct-moe4x2-v1
     ./.venv/bin/python scripts/bench_round.py --model DIR --populations 16,64 --new-tokens 128
+    ./.venv/bin/python scripts/bench_round.py --model DIR --experts dense,q8_0,q4_k
 
 latentevo side: `crates/model/benches/round.rs` (shared prompt prefix below L, then
 `Model::generate_shadowed`; the same round as `latentevo bench --round`'s "shared prefix +
@@ -22,7 +23,8 @@ CPU with the same thread count (`--threads`, default: what candle picks, the phy
 cores). Times are best of `--repeats` after a warm-up; the whole round is timed (shared
 prefix, prompt pass of the population, decoding, token choice). Peak RSS is each process's
 high-water mark (model load included). Ratio = transformers / latentevo (> 1: latentevo
-is faster).
+is faster). `--experts` runs the latentevo side once per routed-expert format (dense = f32,
+q8_0, q4_k: `latentevo_model::ExpertFormat`), each against the same f32 transformers round.
 """
 import argparse
 import json
@@ -56,13 +58,13 @@ def build_rust():
     sys.exit("could not find the round bench executable")
 
 
-def rust_round(exe, args, threads):
+def rust_round(exe, args, threads, experts):
     env = dict(os.environ)
     if threads:
         env["RAYON_NUM_THREADS"] = str(threads)
     cmd = [exe, "--model", args.model, "--populations", ",".join(map(str, args.populations)),
            "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
-           "--repeats", str(args.repeats)]
+           "--repeats", str(args.repeats), "--experts", experts]
     if args.layer is not None:
         cmd += ["--layer", str(args.layer)]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, env=env).stdout.decode()
@@ -188,6 +190,8 @@ def main():
                    help="threads for both (RAYON_NUM_THREADS / torch.set_num_threads)")
     p.add_argument("--rust-bin", default=None,
                    help="the round bench executable (default: build it with cargo)")
+    p.add_argument("--experts", default="dense",
+                   help="comma-separated routed-expert formats of the latentevo side: dense, q8_0, q4_k")
     p.add_argument("--rust-only", action="store_true")
     p.add_argument("--transformers-only", action="store_true")
     p.add_argument("--json", action="store_true", help="also print one JSON object per population")
@@ -195,6 +199,7 @@ def main():
     args = p.parse_args()
     args.model = os.path.expanduser(args.model)
     args.populations = [int(x) for x in args.populations.split(",")]
+    args.experts = args.experts.split(",")
     threads = args.threads
     if threads is None:
         # What candle picks by default: the physical cores (of the affinity mask).
@@ -204,10 +209,12 @@ def main():
         print(json.dumps(transformers_round(args, threads)))
         return
 
-    ours = theirs = None
+    ours = {}
+    theirs = None
     if not args.transformers_only:
         exe = args.rust_bin or build_rust()
-        ours = rust_round(exe, args, threads)
+        for experts in args.experts:
+            ours[experts] = rust_round(exe, args, threads, experts)
     if not args.rust_only:
         cmd = [sys.executable, os.path.abspath(__file__), "--child"] + [a for a in sys.argv[1:]]
         if args.threads is None:
@@ -219,20 +226,24 @@ def main():
     import transformers
     print(f"round: prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens, greedy, "
           f"f32, {threads} threads; torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"{'population':>10} {'latentevo s':>12} {'transformers s':>15} {'ratio':>7} "
+    print(f"{'population':>10} {'experts':>7} {'latentevo s':>12} {'transformers s':>15} {'ratio':>7} "
           f"{'ours prefill/decode':>20} {'theirs prefill/decode':>22} {'RSS MiB ours/theirs':>20} same tokens")
     for i, n in enumerate(args.populations):
-        o = ours[i] if ours else None
         t = theirs[i] if theirs else None
-        ratio = t["seconds"] / o["seconds"] if o and t else float("nan")
-        same = (o["first_tokens"] == t["first_tokens"]) if o and t else None
-        fmt = lambda r: f"{r['prefill_seconds']:.2f}/{r['decode_seconds']:.2f}" if r else "-"
-        print(f"{n:>10} {o['seconds'] if o else float('nan'):>12.2f} {t['seconds'] if t else float('nan'):>15.2f} "
-              f"{ratio:>7.2f} {fmt(o):>20} {fmt(t):>22} "
-              f"{(o or {}).get('peak_rss_mib', float('nan')):>9.0f}/{(t or {}).get('peak_rss_mib', float('nan')):<10.0f} {same}")
-        if args.json:
-            print(json.dumps({"population": n, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
-                              "threads": threads, "latentevo": o, "transformers": t, "ratio": ratio}))
+        for experts in (args.experts if ours else ["-"]):
+            o = ours[experts][i] if ours else None
+            ratio = t["seconds"] / o["seconds"] if o and t else float("nan")
+            same = (o["first_tokens"] == t["first_tokens"]) if o and t else None
+            fmt = lambda r: f"{r['prefill_seconds']:.2f}/{r['decode_seconds']:.2f}" if r else "-"
+            print(f"{n:>10} {experts:>7} {o['seconds'] if o else float('nan'):>12.2f} "
+                  f"{t['seconds'] if t else float('nan'):>15.2f} "
+                  f"{ratio:>7.2f} {fmt(o):>20} {fmt(t):>22} "
+                  f"{(o or {}).get('peak_rss_mib', float('nan')):>9.0f}/"
+                  f"{(t or {}).get('peak_rss_mib', float('nan')):<10.0f} {same}")
+            if args.json:
+                print(json.dumps({"population": n, "prompt_tokens": args.prompt_tokens,
+                                  "new_tokens": args.new_tokens, "threads": threads, "experts": experts,
+                                  "latentevo": o, "transformers": t, "ratio": ratio}))
 
 
 if __name__ == "__main__":

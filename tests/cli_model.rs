@@ -334,3 +334,65 @@ fn bench_runs_a_random_weight_model_of_a_config() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--moe-path"));
 }
+
+/// `--dtype q8_0` / `q4_k` quantise the routed experts; the bench reports their format,
+/// storage and the peak resident memory.
+#[test]
+fn bench_reports_quantised_experts_and_memory() {
+    let bench = |dtype: &str| -> serde_json::Value {
+        let out = bin()
+            .args([
+                "bench",
+                "--model",
+                &fixture("olmoe"),
+                "--dtype",
+                dtype,
+                "--populations",
+                "2",
+            ])
+            .args([
+                "--prompt-tokens",
+                "5",
+                "--new-tokens",
+                "2",
+                "--repeats",
+                "1",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let dense = bench("f32");
+    assert_eq!(dense["experts"], "dense");
+    // The fixture: 2 MoE layers of 8 experts, [gate; up] 64 x 64 and down 64 x 32, f32.
+    assert_eq!(
+        dense["expert_mib"].as_f64().unwrap(),
+        (2 * 8 * 3 * 64 * 32 * 4) as f64 / 1048576.0
+    );
+    assert!(dense["peak_rss_mib"].as_f64().unwrap() > 0.0, "{dense}");
+    for (dtype, bytes_per_32) in [("q8_0", 34), ("q4_k", 18)] {
+        let json = bench(dtype);
+        assert_eq!(json["experts"], dtype);
+        // Inner sizes padded to 256 for candle's fast quantised product.
+        let padded_values = 2 * 8 * (64 * 256 + 64 * 256);
+        let want = (padded_values / 32 * bytes_per_32) as f64 / 1048576.0;
+        assert_eq!(json["expert_mib"].as_f64().unwrap(), want, "{json}");
+        assert!(json["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{json}");
+    }
+    let out = bin()
+        .args([
+            "bench",
+            "--model",
+            &fixture("olmoe"),
+            "--dtype",
+            "q4_k",
+            "--moe-path",
+            "device",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host path"));
+}

@@ -8,8 +8,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use latentevo_model::{
-    random_model, GenerationConfig, Hooks, LogitsMode, Model, ModelConfig, MoePath, Perturbation, Positions,
-    RoutingLock, TokenBatch,
+    profile, random_model, ExpertFormat, GenerationConfig, Hooks, LogitsMode, Model, ModelConfig, MoePath,
+    Perturbation, Positions, RoutingLock, TokenBatch,
 };
 
 use super::ModelArgs;
@@ -83,6 +83,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         None => args.model.load()?.model,
     };
+    if moe_path == MoePath::Device && model.expert_format() != ExpertFormat::Dense {
+        return Err(super::usage(format!(
+            "--moe-path device: {} experts run on the host path only (--moe-path host or auto)",
+            model.expert_format()
+        )));
+    }
     model.set_moe_path(moe_path);
     let model = &model;
     let vocab = model.config().vocab_size as u64;
@@ -136,14 +142,45 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({"population": n, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+                with_memory(
+                    model,
+                    serde_json::json!({"population": n, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
                     "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps})
+                )
             );
         } else {
             println!("{n:>10} {prefill_tps:>16.1} {decode_tps:>16.1}");
         }
     }
+    if !args.json {
+        println!("{}", memory_line(model));
+    }
     Ok(())
+}
+
+/// `value` (a JSON object) with the memory figures added: the routed experts' format and
+/// storage, and the process's peak resident memory so far (model load included).
+fn with_memory(model: &Model, mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(object) = value.as_object_mut() {
+        object.insert("experts".into(), model.expert_format().name().into());
+        object.insert("expert_mib".into(), mib(model.expert_bytes()).into());
+        object.insert("peak_rss_mib".into(), profile::peak_rss_mib().into());
+    }
+    value
+}
+
+/// The memory figures of [`with_memory`] as one line of text.
+fn memory_line(model: &Model) -> String {
+    let peak = profile::peak_rss_mib().map_or("unknown".to_string(), |m| format!("{m:.0} MiB"));
+    format!(
+        "experts {} ({:.1} MiB); peak resident memory {peak}",
+        model.expert_format(),
+        mib(model.expert_bytes())
+    )
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// `bench --round`: one search round's generation, three ways, timed in the same run.
@@ -204,8 +241,11 @@ fn round(args: &BenchArgs, model: &Model, prompt: &[u32]) -> Result<()> {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"population": n, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+                    with_memory(
+                        model,
+                        serde_json::json!({"population": n, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
                         "layer": layer, "seconds_shared_batched": shared})
+                    )
                 );
             } else {
                 println!(
@@ -220,10 +260,13 @@ fn round(args: &BenchArgs, model: &Model, prompt: &[u32]) -> Result<()> {
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({"population": n, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+                with_memory(
+                    model,
+                    serde_json::json!({"population": n, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
                     "layer": layer, "seconds_shared_batched": shared, "seconds_unshared_batched": unshared,
                     "seconds_one_by_one": one_by_one, "prefix_reuse_gain": unshared / shared,
                     "batching_gain": one_by_one / unshared, "total_gain": one_by_one / shared})
+                )
             );
         } else {
             println!(
@@ -236,6 +279,9 @@ fn round(args: &BenchArgs, model: &Model, prompt: &[u32]) -> Result<()> {
                 one_by_one / shared
             );
         }
+    }
+    if !args.json {
+        println!("{}", memory_line(model));
     }
     Ok(())
 }

@@ -263,7 +263,10 @@ fn evaluate(args: RunArgs) -> Result<()> {
 
     let loaded = args.model.load()?;
     let num_layers = loaded.model.num_layers();
-    let dtype = format!("{:?}", loaded.model.dtype()).to_lowercase();
+    let mut dtype = format!("{:?}", loaded.model.dtype()).to_lowercase();
+    if loaded.model.expert_format() != latentevo_model::ExpertFormat::Dense {
+        dtype = format!("{dtype}, experts {}", loaded.model.expert_format());
+    }
     let plan = Plan::new(
         args.settings(args.defaults(num_layers)?, &dtype),
         sets,

@@ -10,7 +10,7 @@ pub mod upcycle;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use latentevo_engine::{Basis, Inject, RoutingPolicy, SearchConfig, Shaping};
-use latentevo_model::{load, LoadOptions, LoadedModel};
+use latentevo_model::{load, ExpertFormat, LoadOptions, LoadedModel};
 use latentevo_reward::RewardSpec;
 use std::path::PathBuf;
 
@@ -132,7 +132,8 @@ pub struct ModelArgs {
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Working dtype: f32, bf16 or f16 (default: f32 on CPU, bf16 on CUDA).
+    /// Working dtype: f32, bf16 or f16 (default: f32 on CPU, bf16 on CUDA); or q8_0 /
+    /// q4_k: f32 with the routed experts quantised to GGML Q8_0 / Q4_K (CPU only).
     #[arg(long)]
     pub dtype: Option<String>,
     /// Hub revision (for hub ids).
@@ -155,10 +156,19 @@ impl ModelArgs {
 
     /// Loading options from the flags.
     pub fn options(&self) -> Result<LoadOptions> {
+        let (dtype, experts) = parse_dtype(self.dtype.as_deref())?;
+        let device = parse_device(&self.device)?;
+        if experts != ExpertFormat::Dense && !device.is_cpu() {
+            bail!(
+                "--dtype {experts}: quantised experts run on the CPU only (use --device cpu, or --dtype bf16 on {})",
+                self.device
+            );
+        }
         Ok(LoadOptions {
-            device: parse_device(&self.device)?,
-            dtype: parse_dtype(self.dtype.as_deref())?,
+            device,
+            dtype,
             revision: self.revision.clone(),
+            experts,
         })
     }
 
@@ -184,12 +194,15 @@ fn parse_device(text: &str) -> Result<Device> {
     }
 }
 
-fn parse_dtype(text: Option<&str>) -> Result<Option<DType>> {
+/// The working dtype and the experts' format `--dtype` names.
+fn parse_dtype(text: Option<&str>) -> Result<(Option<DType>, ExpertFormat)> {
     Ok(match text {
-        None => None,
-        Some("f32") => Some(DType::F32),
-        Some("bf16") => Some(DType::BF16),
-        Some("f16") => Some(DType::F16),
-        Some(other) => bail!("--dtype: expected f32, bf16 or f16, got `{other}`"),
+        None => (None, ExpertFormat::Dense),
+        Some("f32") => (Some(DType::F32), ExpertFormat::Dense),
+        Some("bf16") => (Some(DType::BF16), ExpertFormat::Dense),
+        Some("f16") => (Some(DType::F16), ExpertFormat::Dense),
+        Some("q8_0") => (Some(DType::F32), ExpertFormat::Q8_0),
+        Some("q4_k") => (Some(DType::F32), ExpertFormat::Q4K),
+        Some(other) => bail!("--dtype: expected f32, bf16, f16, q8_0 or q4_k, got `{other}`"),
     })
 }

@@ -363,7 +363,7 @@ impl Engine {
     /// The input weights (gate and up rows) of the experts the prompt uses at `layer`.
     fn expert_inputs(&self, layer: usize, routing: &Routing) -> Result<Vec<Vec<Vec<f64>>>> {
         let model = &self.loaded.model;
-        let experts = model.expert_weights(layer).ok_or_else(|| {
+        let experts = model.expert_weights(layer)?.ok_or_else(|| {
             EngineError::config(
                 "basis",
                 format!("`experts` needs a MoE layer, and layer {layer} is dense"),
@@ -383,7 +383,7 @@ impl Engine {
         used.dedup();
         used.iter()
             .flat_map(|&e| {
-                let (gate, up, _) = experts[e as usize];
+                let (gate, up, _) = &experts[e as usize];
                 [gate, up]
             })
             .map(|w| Ok(w.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?))

@@ -1,7 +1,15 @@
 //! Micro-benchmark of one expert's SwiGLU MLP on the CPU (SmolLM2-135M MoE shapes:
-//! hidden 576, width 1536) in several weight layouts, to choose the dispatch's layout.
+//! hidden 576, width 1536) in several weight layouts, to choose the dispatch's layout;
+//! then candle's quantised product (`QMatMul`) against its f32 product at the experts'
+//! weight shapes, with the inner size as the checkpoint has it (576) and padded to a
+//! multiple of 256 (768, what `layers::moe::quantized` does): candle's repacked x86
+//! kernels (AVX-512 VNNI tiles; AMX for Q4_K at 32 rows or more) take only such sizes.
 //!
-//! `cargo bench -p latentevo-model --bench expert_matmul`
+//! `cargo bench -p latentevo-model --bench expert_matmul` (threads: `RAYON_NUM_THREADS`)
+//!
+//! Prints JSON lines: microseconds per MLP and layout (`"tokens"`), then GFLOP/s of
+//! `x @ w^T` per weight shape, row count and format (`"rows"`; the padded product counted
+//! at its own size).
 
 use std::time::Instant;
 
@@ -84,6 +92,33 @@ fn main() -> Result<()> {
                 "us_pretransposed": pre_t * 1e6, "us_pretransposed_fused": pre_t_fused * 1e6,
                 "us_flipped": flipped * 1e6, "us_q8_0": q8 * 1e6})
         );
+    }
+    quantized_products(&dev)
+}
+
+/// GFLOP/s of f32 and quantised `x @ w^T` at the experts' weight shapes.
+fn quantized_products(dev: &Device) -> Result<()> {
+    // [gate; up] 3072 x 576, padded 3072 x 768; down 576 x 1536.
+    for (n, k) in [(3072usize, 576usize), (3072, 768), (576, 1536)] {
+        let w = Tensor::randn(0f32, 0.02, (n, k), dev)?;
+        let formats = [GgmlDType::Q8_0, GgmlDType::Q4K]
+            .into_iter()
+            .filter_map(|d| Some((d, QMatMul::from_qtensor(QTensor::quantize(&w, d).ok()?).ok()?)))
+            .collect::<Vec<_>>();
+        for m in [8usize, 16, 32, 64, 272, 1088] {
+            let x = Tensor::randn(0f32, 1.0, (m, k), dev)?;
+            let reps = if m > 300 { 5 } else { 20 };
+            let gflops = |seconds: f64| 2.0 * (m * n * k) as f64 / seconds / 1e9;
+            let mut line = serde_json::json!({
+                "n": n, "k": k, "rows": m,
+                "f32_gflops": gflops(best(reps, || x.matmul(&w.t()?))?),
+            });
+            for (dtype, q) in &formats {
+                line[format!("{dtype:?}_gflops").to_lowercase()] =
+                    gflops(best(reps, || q.forward(&x))?).into();
+            }
+            println!("{line}");
+        }
     }
     Ok(())
 }

@@ -7,8 +7,11 @@
 //!
 //! ```sh
 //! cargo bench -p latentevo-model --bench round -- --model DIR [--populations 16,64]
-//!     [--prompt-tokens 64] [--new-tokens 32] [--layer L] [--repeats 3]
+//!     [--prompt-tokens 64] [--new-tokens 32] [--layer L] [--repeats 3] [--experts q8_0]
 //! ```
+//!
+//! `--experts dense|q8_0|q4_k` stores the routed experts as [`latentevo_model::ExpertFormat`]
+//! says (default dense: f32).
 //!
 //! With `LATENTEVO_PROFILE=1`, each timed repeat also prints (stderr) its seconds per part
 //! of the forward ([`latentevo_model::profile`]).
@@ -23,24 +26,14 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use latentevo_model::{
-    load, GenerationConfig, Hooks, LoadOptions, LogitsMode, Perturbation, Positions, RoutingLock, TokenBatch,
+    load, ExpertFormat, GenerationConfig, Hooks, LoadOptions, LogitsMode, Perturbation, Positions,
+    RoutingLock, TokenBatch,
 };
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -57,7 +50,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt_tokens: usize = arg(&args, "--prompt-tokens").map_or(Ok(64), |s| s.parse())?;
     let new_tokens: usize = arg(&args, "--new-tokens").map_or(Ok(32), |s| s.parse())?;
     let repeats: usize = arg(&args, "--repeats").map_or(Ok(3), |s| s.parse())?;
-    let loaded = load(&model_path, &LoadOptions::default())?;
+    let experts: ExpertFormat = arg(&args, "--experts").map_or(Ok(ExpertFormat::Dense), |s| s.parse())?;
+    let options = LoadOptions {
+        experts,
+        ..LoadOptions::default()
+    };
+    let loaded = load(&model_path, &options)?;
     let model = &loaded.model;
     let layers = model.num_layers();
     let layer: usize = arg(&args, "--layer").map_or(
@@ -138,7 +136,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "population": n, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "layer": layer,
                 "rows": 2 * n, "threads": candle_core::utils::get_num_threads(), "seconds": best,
                 "prefill_seconds": best_prefill, "decode_seconds": best_decode,
-                "peak_rss_mib": peak_rss_mib(), "distinct_continuations": distinct,
+                "peak_rss_mib": latentevo_model::profile::peak_rss_mib(), "distinct_continuations": distinct,
+                "experts": experts.name(), "expert_mib": model.expert_bytes() as f64 / (1024.0 * 1024.0),
                 "first_tokens": tokens.first(),
             })
         );

@@ -64,6 +64,6 @@ pub use loading::{
     read_safetensors_index, read_tensors, read_tokenizer_config, safetensors_files, CheckpointInfo,
     LoadOptions, LoadedModel,
 };
-pub use model::{ForwardOutput, LogitsMode, Model, MoePath};
+pub use model::{ExpertFormat, ForwardOutput, LogitsMode, Model, MoePath};
 pub use scoring::{gather_logprobs, kl_divergence};
 pub use shared_prompt::SharedPrompt;

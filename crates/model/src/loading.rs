@@ -12,7 +12,7 @@ use tokenizers::Tokenizer;
 use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
 use crate::error::{candle_message, ModelError, Result};
-use crate::model::Model;
+use crate::model::{ExpertFormat, Model};
 
 /// How to load a model.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct LoadOptions {
     pub dtype: Option<DType>,
     /// Revision for hub ids.
     pub revision: String,
+    /// How the routed experts' weights are stored (default: the working dtype).
+    pub experts: ExpertFormat,
 }
 
 impl Default for LoadOptions {
@@ -31,6 +33,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             dtype: None,
             revision: "main".into(),
+            experts: ExpertFormat::Dense,
         }
     }
 }
@@ -43,6 +46,18 @@ impl LoadOptions {
         } else {
             DType::BF16
         })
+    }
+
+    /// Refuses quantised experts away from the CPU or the f32 working dtype.
+    fn check_experts(&self) -> Result<()> {
+        let dtype = self.resolved_dtype();
+        if self.experts != ExpertFormat::Dense && (!self.device.is_cpu() || dtype != DType::F32) {
+            return Err(ModelError::InvalidRequest(format!(
+                "{} experts run on the CPU with the f32 working dtype, not {dtype:?} on {:?}",
+                self.experts, self.device
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -212,6 +227,7 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         });
     }
     let cfg = ModelConfig::from_file(&config_path)?;
+    options.check_experts()?;
     let files = safetensors_files(dir)?;
     let dtype = options.resolved_dtype();
     // Open each file on its own first, so a damaged one is named.
@@ -234,7 +250,7 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
             message: candle_message(&e),
         }
     })?;
-    let model = Model::new(&cfg, vb).map_err(|e| ModelError::Weights {
+    let model = Model::with_expert_format(&cfg, vb, options.experts).map_err(|e| ModelError::Weights {
         path: dir.to_path_buf(),
         message: candle_message(&e),
     })?;
@@ -283,8 +299,9 @@ pub fn model_from_tensors(
     options: &LoadOptions,
     origin: &Path,
 ) -> Result<Model> {
+    options.check_experts()?;
     let vb = VarBuilder::from_tensors(tensors, options.resolved_dtype(), &options.device);
-    Model::new(cfg, vb).map_err(|e| ModelError::Weights {
+    Model::with_expert_format(cfg, vb, options.experts).map_err(|e| ModelError::Weights {
         path: origin.to_path_buf(),
         message: candle_message(&e),
     })
@@ -304,6 +321,7 @@ pub fn model_from_tensors(
 /// # Ok::<(), latentevo_model::ModelError>(())
 /// ```
 pub fn random_model(cfg: &ModelConfig, options: &LoadOptions, seed: u64) -> Result<Model> {
+    options.check_experts()?;
     let weights_error = |e: candle_core::Error| ModelError::Weights {
         path: PathBuf::from("<random weights>"),
         message: candle_message(&e),
@@ -326,7 +344,7 @@ pub fn random_model(cfg: &ModelConfig, options: &LoadOptions, seed: u64) -> Resu
         options.resolved_dtype(),
         options.device.clone(),
     );
-    Model::new(cfg, vb).map_err(weights_error)
+    Model::with_expert_format(cfg, vb, options.experts).map_err(weights_error)
 }
 
 /// The weight source of [`random_model`].

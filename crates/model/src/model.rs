@@ -76,6 +76,75 @@ pub struct Model {
     device: Device,
     dtype: DType,
     moe_path: MoePath,
+    expert_format: ExpertFormat,
+}
+
+/// How the routed experts' weights are stored ([`crate::LoadOptions::experts`]).
+///
+/// The quantised formats keep the experts in GGML's block formats and run them through
+/// candle's quantised CPU products (each input row quantised to 8 bits per block of 256
+/// values); everything else (embeddings, attention, norms, routers, shared experts, the
+/// head) stays in the working dtype. They need the CPU and the f32 working dtype.
+///
+/// ```
+/// use latentevo_model::{load, ExpertFormat, LoadOptions};
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/tiny/olmoe");
+/// let options = LoadOptions { experts: ExpertFormat::Q8_0, ..LoadOptions::default() };
+/// let loaded = load(dir, &options)?;
+/// assert_eq!(loaded.model.expert_format(), ExpertFormat::Q8_0);
+/// assert_eq!("q4_k".parse::<ExpertFormat>().unwrap(), ExpertFormat::Q4K);
+/// # Ok::<(), latentevo_model::ModelError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpertFormat {
+    /// The working dtype, as every other weight.
+    #[default]
+    Dense,
+    /// GGML Q8_0: 8-bit values, one f16 scale per 32 (8.5 bits a weight).
+    Q8_0,
+    /// GGML Q4_K: 4-bit values in blocks of 32 with 6-bit scales and minimums, super-blocks
+    /// of 256 (4.5 bits a weight).
+    Q4K,
+}
+
+impl ExpertFormat {
+    /// The GGML block format, `None` for [`ExpertFormat::Dense`].
+    pub fn ggml_dtype(self) -> Option<candle_core::quantized::GgmlDType> {
+        use candle_core::quantized::GgmlDType;
+        match self {
+            ExpertFormat::Dense => None,
+            ExpertFormat::Q8_0 => Some(GgmlDType::Q8_0),
+            ExpertFormat::Q4K => Some(GgmlDType::Q4K),
+        }
+    }
+
+    /// The name the command line uses: `dense`, `q8_0`, `q4_k`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpertFormat::Dense => "dense",
+            ExpertFormat::Q8_0 => "q8_0",
+            ExpertFormat::Q4K => "q4_k",
+        }
+    }
+}
+
+impl std::fmt::Display for ExpertFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ExpertFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "dense" => Ok(ExpertFormat::Dense),
+            "q8_0" => Ok(ExpertFormat::Q8_0),
+            "q4_k" | "q4k" => Ok(ExpertFormat::Q4K),
+            other => Err(format!("expected dense, q8_0 or q4_k, got `{other}`")),
+        }
+    }
 }
 
 /// Where a MoE layer's routing is decided and how its experts run.
@@ -111,10 +180,31 @@ impl Model {
     ///
     /// Most users call [`crate::load`] instead, which also finds the files and the tokenizer.
     pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        Self::with_expert_format(cfg, vb, ExpertFormat::Dense)
+    }
+
+    /// [`Model::new`] with the routed experts stored as `experts` says, each layer's
+    /// quantised as it loads (so the working-dtype copy of all experts never exists at once).
+    /// Quantised formats need the CPU and f32 weights.
+    pub fn with_expert_format(
+        cfg: &ModelConfig,
+        vb: VarBuilder,
+        experts: ExpertFormat,
+    ) -> candle_core::Result<Self> {
+        if experts != ExpertFormat::Dense
+            && cfg.moe.is_some()
+            && (!vb.device().is_cpu() || vb.dtype() != DType::F32)
+        {
+            candle_core::bail!(
+                "{experts} experts run on the CPU with the f32 working dtype, not {:?} on {:?}",
+                vb.dtype(),
+                vb.device()
+            );
+        }
         let inner = vb.pp("model");
         let embed = inner.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|l| DecoderLayer::new(cfg, l, inner.pp("layers").pp(l)))
+            .map(|l| DecoderLayer::new(cfg, l, experts, inner.pp("layers").pp(l)))
             .collect::<candle_core::Result<_>>()?;
         let norm = candle_nn::rms_norm(cfg.hidden_size, cfg.rms_norm_eps, inner.pp("norm"))?;
         let lm_head = if cfg.tie_word_embeddings {
@@ -132,7 +222,26 @@ impl Model {
             device: vb.device().clone(),
             dtype: vb.dtype(),
             moe_path: MoePath::Auto,
+            expert_format: if cfg.moe.is_some() {
+                experts
+            } else {
+                ExpertFormat::Dense
+            },
         })
+    }
+
+    /// How the routed experts' weights are stored ([`ExpertFormat::Dense`] for a dense model).
+    pub fn expert_format(&self) -> ExpertFormat {
+        self.expert_format
+    }
+
+    /// Bytes the routed experts' weights take, over all MoE layers (quantised: the block
+    /// data; candle's CPU product keeps a repacked copy of each as well, made on first use).
+    pub fn expert_bytes(&self) -> usize {
+        (0..self.layers.len())
+            .filter_map(|l| self.moe_block(l))
+            .map(MoeBlock::expert_bytes)
+            .sum()
     }
 
     /// Chooses where MoE layers route and dispatch ([`MoePath`]; [`MoePath::Auto`] at load).
@@ -183,10 +292,13 @@ impl Model {
         self.moe_block(layer).map(MoeBlock::router_weight)
     }
 
-    /// The routed experts' `(gate, up, down)` weights of MoE layer `layer`, if it is one.
-    pub fn expert_weights(&self, layer: usize) -> Option<Vec<(&Tensor, &Tensor, &Tensor)>> {
+    /// The routed experts' `(gate [inter, hidden], up [inter, hidden], down [hidden,
+    /// inter])` weights of MoE layer `layer`, `None` if it is dense; quantised experts
+    /// give their quantised values in f32.
+    pub fn expert_weights(&self, layer: usize) -> Result<Option<Vec<(Tensor, Tensor, Tensor)>>> {
         self.moe_block(layer)
-            .map(|m| m.experts().iter().map(|e| e.weights()).collect())
+            .map(|m| m.expert_weights().map_err(ModelError::from))
+            .transpose()
     }
 
     fn moe_block(&self, layer: usize) -> Option<&MoeBlock> {

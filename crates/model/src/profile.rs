@@ -80,3 +80,18 @@ pub fn reset() {
         n.store(0, Ordering::Relaxed);
     }
 }
+
+/// The process's peak resident memory so far (`VmHWM` of `/proc/self/status`), MiB;
+/// `None` where the system has no such file (not Linux).
+///
+/// ```
+/// if let Some(mib) = latentevo_model::profile::peak_rss_mib() {
+///     assert!(mib > 0.0);
+/// }
+/// ```
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

@@ -97,6 +97,40 @@ pub fn measure(model: &Model, ids: &[u32], window: usize, routing: bool) -> Resu
     })
 }
 
+/// How far one model's next-token distributions are from a reference model's over the
+/// same text (a quantised model against its f32 original, say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Divergence {
+    /// Positions compared, over all windows.
+    pub positions: usize,
+    /// Mean `KL(reference || other)` per position, nats.
+    pub kl: f64,
+    /// Share of positions whose top-1 next token differs.
+    pub top1_changed: f64,
+}
+
+/// Compares `other` with `reference` on `ids` in non-overlapping windows of `window`
+/// tokens: both free-routed, every position of every window.
+pub fn divergence(reference: &Model, other: &Model, ids: &[u32], window: usize) -> Result<Divergence> {
+    let (mut kl_sum, mut changed, mut positions) = (0.0, 0usize, 0usize);
+    for chunk in ids.chunks(window.max(1)) {
+        let batch = TokenBatch::left_padded(&[chunk.to_vec()], 0);
+        let logits = |model: &Model| -> Result<Tensor> {
+            let out = model.forward(&batch, &mut model.new_cache(), &Hooks::default(), LogitsMode::All)?;
+            first_row(out.logits.as_ref())
+        };
+        let (kl, ch) = kl_and_top1(&logits(reference)?, &logits(other)?)?;
+        kl_sum += kl;
+        changed += ch;
+        positions += chunk.len();
+    }
+    Ok(Divergence {
+        positions,
+        kl: kl_sum / positions.max(1) as f64,
+        top1_changed: changed as f64 / positions.max(1) as f64,
+    })
+}
+
 fn first_row(logits: Option<&Tensor>) -> Result<Tensor> {
     let ctx = || "logits".to_string();
     let t = logits.ok_or_else(|| crate::error::UpcycleError::Options("no logits returned".into()))?;

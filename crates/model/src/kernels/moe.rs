@@ -8,6 +8,10 @@
 //! when the tokens of a decoding step crowd onto one or two experts, and each item's
 //! weight block is read once. The weighted outputs are summed per token at the end, in
 //! the order of the token's choices, so the result does not depend on the threads' timing.
+//!
+//! The two products are an [`ExpertProducts`]: [`F32Experts`] here, or the quantised
+//! experts of `layers::moe::quantized` (candle's quantised products), around the same
+//! grouping, activation and sum.
 
 use rayon::prelude::*;
 
@@ -28,7 +32,77 @@ pub(crate) struct ExpertWeights<'a> {
 }
 
 /// One chunk of one expert's tokens: `(token, slot among the token's choices, weight)`.
-type Chunk<'a> = (usize, &'a [(usize, usize, f32)]);
+pub(crate) type Chunk<'a> = (usize, &'a [(usize, usize, f32)]);
+
+/// The two products of the routed experts, for [`forward_with`]: the f32 weights here
+/// ([`F32Experts`]), or quantised ones (`layers::moe::quantized`).
+pub(crate) trait ExpertProducts {
+    /// Rows per chunk of one expert's tokens.
+    fn chunk_rows(&self) -> usize;
+    /// Columns of a gathered input row: the hidden size, or more (zeros after it).
+    fn input_width(&self, hidden: usize) -> usize;
+    /// Columns of an activation row: the expert width, or more (zeros after it).
+    fn activation_width(&self, inter: usize) -> usize;
+    /// Per chunk, its inputs `[rows, input_width]` times the expert's `[gate; up]`
+    /// weight: `[rows, 2 * inter]`.
+    fn gate_up(&self, chunks: &[Chunk], inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>>;
+    /// Per chunk, its activations `[rows, activation_width]` times the expert's `down`
+    /// weight: `[rows, hidden]`.
+    fn down(&self, chunks: &[Chunk], activations: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>>;
+}
+
+/// The f32 experts' products with [`matmul_nt`], as (chunk, column block) items over
+/// rayon's threads.
+pub(crate) struct F32Experts<'a> {
+    /// The experts' weights.
+    pub experts: &'a [ExpertWeights<'a>],
+    /// The hidden size.
+    pub hidden: usize,
+    /// The experts' width.
+    pub inter: usize,
+}
+
+/// Column block of an item over `cols` output columns with `chunks` chunks: enough items
+/// for the threads to share evenly, each at least 64 weight rows.
+fn column_block(cols: usize, chunks: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let per_chunk = (threads * 4).div_ceil(chunks.max(1));
+    cols.div_ceil(per_chunk).max(64).next_multiple_of(NR).min(cols)
+}
+
+impl ExpertProducts for F32Experts<'_> {
+    fn chunk_rows(&self) -> usize {
+        CHUNK_ROWS
+    }
+    fn input_width(&self, hidden: usize) -> usize {
+        hidden
+    }
+    fn activation_width(&self, inter: usize) -> usize {
+        inter
+    }
+    fn gate_up(&self, chunks: &[Chunk], inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let cols = 2 * self.inter;
+        Ok(blocked_products(
+            chunks,
+            inputs,
+            cols,
+            self.hidden,
+            column_block(cols, chunks.len()),
+            |e| self.experts[e].gate_up,
+        ))
+    }
+    fn down(&self, chunks: &[Chunk], activations: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let cols = self.hidden;
+        Ok(blocked_products(
+            chunks,
+            activations,
+            cols,
+            self.inter,
+            column_block(cols, chunks.len()),
+            |e| self.experts[e].down,
+        ))
+    }
+}
 
 /// `xs: [n, hidden]` through the experts `routes[t] = (ids, weights)` names for each
 /// token `t`, each output scaled by its weight and summed; returns `[n, hidden]`.
@@ -38,49 +112,62 @@ pub(crate) fn forward(
     inter: usize,
     experts: &[ExpertWeights],
     routes: &[(&[u32], &[f32])],
-) -> Vec<f32> {
+) -> candle_core::Result<Vec<f32>> {
+    let products = F32Experts {
+        experts,
+        hidden,
+        inter,
+    };
+    forward_with(&products, xs, hidden, inter, experts.len(), routes)
+}
+
+/// [`forward`] with the products of `products`.
+pub(crate) fn forward_with(
+    products: &impl ExpertProducts,
+    xs: &[f32],
+    hidden: usize,
+    inter: usize,
+    num_experts: usize,
+    routes: &[(&[u32], &[f32])],
+) -> candle_core::Result<Vec<f32>> {
     let n = routes.len();
     debug_assert_eq!(xs.len(), n * hidden);
-    let mut assigned: Vec<Vec<(usize, usize, f32)>> = vec![Vec::new(); experts.len()];
+    let mut assigned: Vec<Vec<(usize, usize, f32)>> = vec![Vec::new(); num_experts];
     for (t, &(ids, ws)) in routes.iter().enumerate() {
         for (slot, (&e, &w)) in ids.iter().zip(ws).enumerate() {
             assigned[e as usize].push((t, slot, w));
         }
     }
+    let chunk_rows = products.chunk_rows();
     let chunks: Vec<Chunk> = assigned
         .iter()
         .enumerate()
-        .flat_map(|(e, rows)| rows.chunks(CHUNK_ROWS).map(move |c| (e, c)))
+        .flat_map(|(e, rows)| rows.chunks(chunk_rows).map(move |c| (e, c)))
         .collect();
-    let threads = rayon::current_num_threads().max(1);
-    let blocks = |cols: usize| -> usize {
-        // Enough items for the threads to share evenly, each at least 64 weight rows.
-        let per_chunk = (threads * 4).div_ceil(chunks.len().max(1));
-        cols.div_ceil(per_chunk).max(64).next_multiple_of(NR).min(cols)
-    };
+    let (input_width, activation_width) = (products.input_width(hidden), products.activation_width(inter));
 
     // Phase 1: gathered inputs, then [gate | up] per chunk, then the weighted activation.
     let inputs: Vec<Vec<f32>> = chunks
         .par_iter()
         .map(|&(_, rows)| {
-            let mut x = vec![0f32; rows.len() * hidden];
+            let mut x = vec![0f32; rows.len() * input_width];
             for (r, &(t, _, _)) in rows.iter().enumerate() {
-                x[r * hidden..(r + 1) * hidden].copy_from_slice(&xs[t * hidden..(t + 1) * hidden]);
+                x[r * input_width..r * input_width + hidden]
+                    .copy_from_slice(&xs[t * hidden..(t + 1) * hidden]);
             }
             x
         })
         .collect();
-    let gate_up = blocked_products(&chunks, &inputs, 2 * inter, hidden, blocks(2 * inter), |e| {
-        experts[e].gate_up
-    });
+    let gate_up = products.gate_up(&chunks, &inputs)?;
+    drop(inputs);
     let activations: Vec<Vec<f32>> = chunks
         .par_iter()
         .zip(gate_up)
         .map(|(&(_, rows), gu)| {
-            let mut act = vec![0f32; rows.len() * inter];
+            let mut act = vec![0f32; rows.len() * activation_width];
             for (r, &(_, _, weight)) in rows.iter().enumerate() {
                 let row = &gu[r * 2 * inter..(r + 1) * 2 * inter];
-                let dst = &mut act[r * inter..(r + 1) * inter];
+                let dst = &mut act[r * activation_width..r * activation_width + inter];
                 dst.copy_from_slice(&row[..inter]);
                 simd::silu_mul_scaled(dst, &row[inter..], weight);
             }
@@ -88,9 +175,7 @@ pub(crate) fn forward(
         })
         .collect();
     // Phase 2: down.
-    let outputs = blocked_products(&chunks, &activations, hidden, inter, blocks(hidden), |e| {
-        experts[e].down
-    });
+    let outputs = products.down(&chunks, &activations)?;
 
     // Sum each token's weighted expert outputs in slot order.
     let top_k = routes.iter().map(|r| r.0.len()).max().unwrap_or(0);
@@ -106,7 +191,7 @@ pub(crate) fn forward(
             simd::add_assign(dst, &outputs[c][r * hidden..(r + 1) * hidden]);
         }
     });
-    out
+    Ok(out)
 }
 
 /// For every chunk, `inputs[c] @ weight(expert)^T` (`[rows, cols]`, weight `[cols, k]`),
@@ -219,7 +304,9 @@ mod tests {
                 .zip(&weights)
                 .map(|(c, w)| (&c[..], &w[..]))
                 .collect();
-            let got = with_contiguous_f32(&xs, |x| forward(x, hidden, inter, &experts, &routes)).unwrap();
+            let got = with_contiguous_f32(&xs, |x| forward(x, hidden, inter, &experts, &routes))
+                .unwrap()
+                .unwrap();
             let worst = want
                 .iter()
                 .zip(&got)

@@ -9,6 +9,7 @@ use super::moe::{LayerRoutes, MoeBlock, MoeReport};
 use super::{CResult, LayerKv, Step};
 use crate::config::ModelConfig;
 use crate::hooks::{Hooks, RoutingDrift};
+use crate::model::ExpertFormat;
 use crate::profile::{self, Part};
 
 /// What one decoder layer's feed-forward part reports back, dense or MoE.
@@ -41,10 +42,11 @@ pub(crate) struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    /// Loads decoder layer `layer`; `vb` points at it (`model.layers.N`).
-    pub fn new(cfg: &ModelConfig, layer: usize, vb: VarBuilder) -> CResult<Self> {
+    /// Loads decoder layer `layer`, a MoE layer's routed experts stored as `experts`
+    /// says; `vb` points at it (`model.layers.N`).
+    pub fn new(cfg: &ModelConfig, layer: usize, experts: ExpertFormat, vb: VarBuilder) -> CResult<Self> {
         let feed_forward = match cfg.moe.as_ref().filter(|_| cfg.is_moe_layer(layer)) {
-            Some(moe) => FeedForward::Moe(MoeBlock::new(cfg, moe, layer, vb.clone())?),
+            Some(moe) => FeedForward::Moe(MoeBlock::new(cfg, moe, layer, experts, vb.clone())?),
             None => FeedForward::Dense(Mlp::new(
                 cfg.hidden_size,
                 cfg.intermediate_size,

@@ -11,6 +11,7 @@
 //! policy and a dispatch as tensor operations, for a forward call that stays on a GPU.
 
 mod device;
+mod quantized;
 
 use candle_core::{DType, IndexOp, Tensor};
 use candle_nn::VarBuilder;
@@ -19,8 +20,10 @@ use super::mlp::Mlp;
 use super::{CResult, TokenLayout};
 use crate::config::{Family, ModelConfig, MoeConfig};
 use crate::hooks::{Hooks, LockWeights, RoutingDrift, RoutingLock, TokenRoute};
+use crate::model::ExpertFormat;
 use crate::profile::{self, Part};
 use device::{DeviceDecisions, StackedExperts};
+use quantized::QuantizedExperts;
 
 /// Where one token goes: expert ids (in the router's rank order for a free choice) and
 /// the weight of each expert's output.
@@ -225,7 +228,7 @@ fn dispatch_cpu(experts: &[Mlp], xs: &Tensor, decisions: &[Decision]) -> CResult
         .iter()
         .map(|d| (d.experts.as_slice(), d.weights.as_slice()))
         .collect();
-    let out = moe::forward(x.as_slice(), hidden, inter, &weights, &routes);
+    let out = moe::forward(x.as_slice(), hidden, inter, &weights, &routes)?;
     Ok(Some(Tensor::from_vec(out, (n, hidden), xs.device())?))
 }
 
@@ -259,10 +262,20 @@ fn dispatch_candle(experts: &[Mlp], xs: &Tensor, decisions: &[Decision]) -> CRes
 #[derive(Debug, Clone)]
 pub(crate) struct MoeBlock {
     router: Router,
-    /// Views of `stacked`, one per expert.
-    experts: Vec<Mlp>,
-    stacked: StackedExperts,
+    experts: RoutedExperts,
     shared: Option<(Mlp, Tensor)>,
+}
+
+/// The routed experts' weights.
+#[derive(Debug, Clone)]
+enum RoutedExperts {
+    /// In the working dtype: one [`Mlp`] per expert, each a view of `stacked`.
+    Dense {
+        experts: Vec<Mlp>,
+        stacked: StackedExperts,
+    },
+    /// Quantised (the CPU's host path only).
+    Quantized(QuantizedExperts),
 }
 
 /// The routes of one MoE layer's call, for the recording: on the host, or still on the
@@ -308,8 +321,15 @@ pub(crate) struct MoeReport {
 }
 
 impl MoeBlock {
-    /// Loads the block of decoder layer `layer`; `vb` points at the layer (`model.layers.N`).
-    pub fn new(cfg: &ModelConfig, moe: &MoeConfig, layer: usize, vb: VarBuilder) -> CResult<Self> {
+    /// Loads the block of decoder layer `layer`, its routed experts stored as `format`
+    /// says; `vb` points at the layer (`model.layers.N`).
+    pub fn new(
+        cfg: &ModelConfig,
+        moe: &MoeConfig,
+        layer: usize,
+        format: ExpertFormat,
+        vb: VarBuilder,
+    ) -> CResult<Self> {
         let (h, e, i) = (cfg.hidden_size, moe.num_experts, moe.expert_intermediate_size);
         let (router, experts) = match cfg.family {
             Family::Mixtral => {
@@ -354,7 +374,15 @@ impl MoeBlock {
             }
             Family::Llama => candle_core::bail!("Llama has no MoE blocks"),
         };
-        let (stacked, experts) = StackedExperts::new(experts)?;
+        let experts = match format {
+            ExpertFormat::Dense => {
+                let (stacked, experts) = StackedExperts::new(experts)?;
+                RoutedExperts::Dense { experts, stacked }
+            }
+            ExpertFormat::Q8_0 | ExpertFormat::Q4K => {
+                RoutedExperts::Quantized(QuantizedExperts::new(&experts, format)?)
+            }
+        };
         let shared = match moe.shared_expert_intermediate_size {
             Some(s) => {
                 let vb = vb.pp("mlp");
@@ -378,7 +406,6 @@ impl MoeBlock {
                 renormalize: moe.router.renormalize,
             },
             experts,
-            stacked,
             shared,
         })
     }
@@ -388,9 +415,30 @@ impl MoeBlock {
         self.router.weight()
     }
 
-    /// The routed experts.
-    pub fn experts(&self) -> &[Mlp] {
-        &self.experts
+    /// The routed experts' `(gate [inter, hidden], up [inter, hidden], down [hidden,
+    /// inter])` weights; quantised experts give their quantised values in f32.
+    pub fn expert_weights(&self) -> CResult<Vec<(Tensor, Tensor, Tensor)>> {
+        match &self.experts {
+            RoutedExperts::Dense { experts, .. } => Ok(experts
+                .iter()
+                .map(|e| {
+                    let (g, u, d) = e.weights();
+                    (g.clone(), u.clone(), d.clone())
+                })
+                .collect()),
+            RoutedExperts::Quantized(q) => (0..q.len()).map(|e| q.dequantized(e)).collect(),
+        }
+    }
+
+    /// Bytes the routed experts' weights take.
+    pub fn expert_bytes(&self) -> usize {
+        match &self.experts {
+            RoutedExperts::Dense { stacked, .. } => [&stacked.gate_up, &stacked.down]
+                .iter()
+                .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+                .sum(),
+            RoutedExperts::Quantized(q) => q.storage_bytes(),
+        }
     }
 
     /// `x: [b, t, hidden]` → `[b, t, hidden]`: route every token and run the experts —
@@ -412,8 +460,11 @@ impl MoeBlock {
                 let plan = self.router.lock_plan(layout, hooks, drift, xs.device())?;
                 self.router.route_on_device(&xs, plan.as_ref())
             })?;
+            let RoutedExperts::Dense { experts, stacked } = &self.experts else {
+                candle_core::bail!("quantised experts run on the host path only (MoePath::Host)");
+            };
             let out = profile::time(Part::Experts, || {
-                device::dispatch_on_device(&self.experts, &self.stacked, &xs, &decisions, t > 1)
+                device::dispatch_on_device(experts, stacked, &xs, &decisions, t > 1)
             })?;
             let routes = hooks.record_routing.then(|| LayerRoutes::Device {
                 decisions,
@@ -425,7 +476,10 @@ impl MoeBlock {
                 let probs = self.router.probabilities(&xs)?;
                 self.router.route(&probs, layout, hooks, drift)
             })?;
-            let out = profile::time(Part::Experts, || dispatch(&self.experts, &xs, &decisions))?;
+            let out = profile::time(Part::Experts, || match &self.experts {
+                RoutedExperts::Dense { experts, .. } => dispatch(experts, &xs, &decisions),
+                RoutedExperts::Quantized(q) => q.dispatch(&xs, &decisions),
+            })?;
             let routes = hooks
                 .record_routing
                 .then(|| LayerRoutes::Host(routes_by_row(decisions, layout)));
