@@ -40,6 +40,7 @@ fn main() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    latentevo_model::alloc::retain_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ideas(args) => commands::ideas::run(*args),

@@ -37,6 +37,8 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `latentevo` binary does.
+    latentevo_model::alloc::retain_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let Some(model_path) = arg(&args, "--model") else {
         eprintln!("round bench: --model DIR is required; skipping");

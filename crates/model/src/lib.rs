@@ -32,6 +32,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod batch;
 pub mod cache;
 pub mod chat;
