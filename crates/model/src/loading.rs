@@ -51,7 +51,7 @@ impl LoadOptions {
     /// Refuses quantised experts away from the CPU or the f32 working dtype.
     fn check_experts(&self) -> Result<()> {
         let dtype = self.resolved_dtype();
-        if self.experts != ExpertFormat::Dense && (!self.device.is_cpu() || dtype != DType::F32) {
+        if !self.experts.runs_on(&self.device, dtype) {
             return Err(ModelError::InvalidRequest(format!(
                 "{} experts run on the CPU with the f32 working dtype, not {dtype:?} on {:?}",
                 self.experts, self.device

@@ -118,6 +118,12 @@ impl ExpertFormat {
         }
     }
 
+    /// Whether experts in this format can run with weights of `dtype` on `device`: the
+    /// quantised formats need the CPU and f32.
+    pub fn runs_on(self, device: &Device, dtype: DType) -> bool {
+        self == ExpertFormat::Dense || (device.is_cpu() && dtype == DType::F32)
+    }
+
     /// The name the command line uses: `dense`, `q8_0`, `q4_k`.
     pub fn name(self) -> &'static str {
         match self {
@@ -191,10 +197,7 @@ impl Model {
         vb: VarBuilder,
         experts: ExpertFormat,
     ) -> candle_core::Result<Self> {
-        if experts != ExpertFormat::Dense
-            && cfg.moe.is_some()
-            && (!vb.device().is_cpu() || vb.dtype() != DType::F32)
-        {
+        if cfg.moe.is_some() && !experts.runs_on(vb.device(), vb.dtype()) {
             candle_core::bail!(
                 "{experts} experts run on the CPU with the f32 working dtype, not {:?} on {:?}",
                 vb.dtype(),
