@@ -126,15 +126,15 @@ simd::vectorized! {
                 inv[g] = 1.0 / simd::exp_shifted_in_place(row, max);
             }
             let sums = WeightedSums { v, b, kvh, mask_row, scores: &scores, inv: &inv, keys };
-            macro_rules! in_registers {
-                ($($g:literal, $d:literal);*) => {
-                    match (groups, d) {
-                        $(($g, $d) => sums.in_registers::<$g, $d>(out, queries, i),)*
-                        _ => sums.through_memory(groups, d, out, queries, i),
-                    }
-                };
+            match (groups, d) {
+                (1, 64) => sums.in_registers::<1, 64>(out, queries, i),
+                (2, 64) => sums.in_registers::<2, 64>(out, queries, i),
+                (3, 64) => sums.in_registers::<3, 64>(out, queries, i),
+                (4, 64) => sums.in_registers::<4, 64>(out, queries, i),
+                (1, 128) => sums.in_registers::<1, 128>(out, queries, i),
+                (2, 128) => sums.in_registers::<2, 128>(out, queries, i),
+                _ => sums.through_memory(groups, d, out, queries, i),
             }
-            in_registers!(1, 64; 2, 64; 3, 64; 4, 64; 1, 128; 2, 128);
         }
     }
 }
