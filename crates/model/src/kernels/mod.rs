@@ -12,6 +12,7 @@
 //!   and the (expert, row-chunk) work items spread over the threads;
 //! - [`attention`]: scaled dot-product attention over a (possibly strided) key/value
 //!   cache with an additive mask, one work item per row and query head;
+//! - [`rope`]: the fused q/k/v product's output split into heads and rotated in one pass;
 //! - [`logits`]: per-row log-sum-exp and arg-max, and the KL divergence between row
 //!   pairs, over the vocabulary, without copying the logits.
 //!
@@ -25,6 +26,7 @@ pub(crate) mod attention;
 pub(crate) mod logits;
 pub(crate) mod matmul;
 pub(crate) mod moe;
+pub(crate) mod rope;
 pub(crate) mod simd;
 
 use candle_core::{CpuStorage, Layout, Storage, Tensor};

@@ -96,6 +96,11 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (d, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
         let qkv = linear(&self.qkv_proj, x)?;
+        if self.clip_qkv.is_none() && self.qk_norm == QkNorm::None {
+            if let Some(split) = self.split_cpu(&qkv, step)? {
+                return Ok(split);
+            }
+        }
         let mut q = qkv.narrow(2, 0, nq * d)?.contiguous()?;
         let mut k = qkv.narrow(2, nq * d, nkv * d)?.contiguous()?;
         let mut v = qkv.narrow(2, (nq + nkv) * d, nkv * d)?.contiguous()?;
@@ -120,6 +125,46 @@ impl Attention {
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
         Ok((q, k, v))
+    }
+
+    /// [`Attention::project`]'s split into heads and rotation in one pass
+    /// ([`crate::kernels::rope`]), for f32 on the CPU without clipping or q/k norms;
+    /// `None` where it does not apply.
+    fn split_cpu(&self, qkv: &Tensor, step: &Step) -> CResult<Option<(Tensor, Tensor, Tensor)>> {
+        use crate::kernels::{rope, with_contiguous_f32};
+        if !crate::kernels::applies(qkv) || !crate::kernels::applies(&step.cos) {
+            return Ok(None);
+        }
+        let (b, t, _) = qkv.dims3()?;
+        let (d, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
+        if step.cos.dims() != [b, t, d / 2] || step.sin.dims() != [b, t, d / 2] {
+            candle_core::bail!(
+                "RoPE tables have shape {:?}, expected [{b}, {t}, {}]",
+                step.cos.dims(),
+                d / 2
+            );
+        }
+        let shape = rope::Heads {
+            batch: b,
+            tokens: t,
+            query_heads: nq,
+            kv_heads: nkv,
+            head_dim: d,
+        };
+        let split = with_contiguous_f32(qkv, |qkv| {
+            with_contiguous_f32(&step.cos, |cos| {
+                with_contiguous_f32(&step.sin, |sin| rope::split_heads_rotated(qkv, cos, sin, shape))
+            })
+        });
+        let Some((q, k, v)) = split.flatten().flatten() else {
+            return Ok(None);
+        };
+        let device = qkv.device();
+        Ok(Some((
+            Tensor::from_vec(q, (b, nq, t, d), device)?,
+            Tensor::from_vec(k, (b, nkv, t, d), device)?,
+            Tensor::from_vec(v, (b, nkv, t, d), device)?,
+        )))
     }
 
     /// Attention of `q: [b, heads, t, d]` over all keys/values (`[b, heads, past + t, d]`),
