@@ -72,6 +72,8 @@ pub struct Model {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Tensor,
+    /// The packed form of `lm_head`, made on first use.
+    lm_head_packing: crate::layers::Packing,
     rotary: Rotary,
     device: Device,
     dtype: DType,
@@ -221,6 +223,7 @@ impl Model {
             layers,
             norm,
             lm_head,
+            lm_head_packing: Default::default(),
             rotary: Rotary::new(cfg),
             device: vb.device().clone(),
             dtype: vb.dtype(),
@@ -566,7 +569,8 @@ impl Model {
             }
         };
         let x = self.norm.forward(&x)?;
-        let logits = crate::layers::matmul_wt(&x, &self.lm_head)?.to_dtype(DType::F32)?;
+        let logits =
+            crate::layers::matmul_wt(&x, &self.lm_head, Some(&self.lm_head_packing))?.to_dtype(DType::F32)?;
         let logits = if self.cfg.logits_scaling != 1.0 {
             (logits / self.cfg.logits_scaling)?
         } else {

@@ -26,6 +26,7 @@ pub(crate) mod attention;
 pub(crate) mod logits;
 pub(crate) mod matmul;
 pub(crate) mod moe;
+pub(crate) mod packed;
 pub(crate) mod rope;
 pub(crate) mod simd;
 

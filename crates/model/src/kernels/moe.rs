@@ -16,6 +16,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{matmul_nt, NR};
+use super::packed::{PackedWeight, PANEL};
 use super::{simd, SendPtr};
 
 /// Rows per chunk: the chunk's inputs stay in the core's cache while an item's weight
@@ -204,6 +205,29 @@ fn blocked_products<'w>(
     block: usize,
     weight: impl Fn(usize) -> &'w [f32] + Sync,
 ) -> Vec<Vec<f32>> {
+    in_column_blocks(chunks, cols, block, |c, j0, width, dst| {
+        let (e, rows) = chunks[c];
+        matmul_nt(
+            dst,
+            cols,
+            &inputs[c],
+            &weight(e)[j0 * k..(j0 + width) * k],
+            rows.len(),
+            width,
+            k,
+        );
+    })
+}
+
+/// Runs `product(chunk, first column, width, dst)` for the (chunk, column block) items of
+/// `chunks`' `[rows, cols]` outputs in parallel, `dst` starting at the block's first
+/// column of the chunk's row 0 (row stride `cols`); returns the outputs.
+fn in_column_blocks(
+    chunks: &[Chunk],
+    cols: usize,
+    block: usize,
+    product: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
+) -> Vec<Vec<f32>> {
     let mut outputs: Vec<Vec<f32>> = chunks
         .iter()
         .map(|&(_, rows)| vec![0f32; rows.len() * cols])
@@ -213,25 +237,61 @@ fn blocked_products<'w>(
         .collect();
     let targets: Vec<SendPtr> = outputs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
     items.par_iter().for_each(|&(c, j0)| {
-        let (e, rows) = chunks[c];
-        let m = rows.len();
+        let m = chunks[c].1.len();
         let width = block.min(cols - j0);
         let len = m * cols - j0;
         // SAFETY: items of one chunk write disjoint column ranges [j0, j0 + width) of its
         // [m, cols] output, which lives until the loop ends; the slice starts at column j0
-        // of row 0 and `matmul_nt` writes only inside the block.
+        // of row 0 and the product writes only inside the block.
         let dst = unsafe { std::slice::from_raw_parts_mut(targets[c].get().add(j0), len) };
-        matmul_nt(
-            dst,
-            cols,
-            &inputs[c],
-            &weight(e)[j0 * k..(j0 + width) * k],
-            m,
-            width,
-            k,
-        );
+        product(c, j0, width, dst);
     });
     outputs
+}
+
+/// The experts' products with their packed weights ([`super::packed`]), as (chunk,
+/// column block) items over rayon's threads, the blocks whole panels.
+pub(crate) struct PackedExperts<'a> {
+    /// Per expert, its packed `[gate; up]` and `down` weights.
+    pub experts: &'a [(&'a PackedWeight, &'a PackedWeight)],
+}
+
+impl<'a> PackedExperts<'a> {
+    fn products(
+        &self,
+        chunks: &[Chunk],
+        inputs: &[Vec<f32>],
+        weight: impl Fn(usize) -> &'a PackedWeight + Sync,
+    ) -> Vec<Vec<f32>> {
+        let Some(&(first, _)) = chunks.first() else {
+            return Vec::new();
+        };
+        let cols = weight(first).n();
+        let block = column_block(cols, chunks.len()).next_multiple_of(PANEL);
+        in_column_blocks(chunks, cols, block, |c, j0, width, dst| {
+            let (e, rows) = chunks[c];
+            let (p0, p1) = (j0 / PANEL, (j0 + width).div_ceil(PANEL));
+            weight(e).matmul(dst, cols, &inputs[c], rows.len(), p0..p1);
+        })
+    }
+}
+
+impl ExpertProducts for PackedExperts<'_> {
+    fn chunk_rows(&self) -> usize {
+        CHUNK_ROWS
+    }
+    fn input_width(&self, hidden: usize) -> usize {
+        hidden
+    }
+    fn activation_width(&self, inter: usize) -> usize {
+        inter
+    }
+    fn gate_up(&self, chunks: &[Chunk], inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        Ok(self.products(chunks, inputs, |e| self.experts[e].0))
+    }
+    fn down(&self, chunks: &[Chunk], activations: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        Ok(self.products(chunks, activations, |e| self.experts[e].1))
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Linear, RmsNorm, VarBuilder};
 
-use super::matmul::{linear, linear_maybe_bias};
+use super::matmul::{linear, linear_maybe_bias, Packing};
 use super::{CResult, LayerKv, Step};
 use crate::config::{ModelConfig, QkNorm};
 use crate::profile::{self, Part};
@@ -19,6 +19,8 @@ pub(crate) struct Attention {
     /// `q_proj`, `k_proj` and `v_proj` stacked: one product gives all three.
     qkv_proj: Linear,
     o_proj: Linear,
+    /// The packed forms of `qkv_proj` and `o_proj`'s weights, made on first use.
+    packing: [Packing; 2],
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     qk_norm: QkNorm,
@@ -64,6 +66,7 @@ impl Attention {
         Ok(Attention {
             qkv_proj: Linear::new(weight, bias),
             o_proj: linear_maybe_bias(nq * d, h, vb.pp("o_proj"))?,
+            packing: Default::default(),
             q_norm,
             k_norm,
             qk_norm: cfg.qk_norm,
@@ -95,7 +98,7 @@ impl Attention {
         let (cos, sin) = (&step.cos, &step.sin);
         let (b, t, _) = x.dims3()?;
         let (d, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
-        let qkv = linear(&self.qkv_proj, x)?;
+        let qkv = linear(&self.qkv_proj, &self.packing[0], x)?;
         if self.clip_qkv.is_none() && self.qk_norm == QkNorm::None {
             if let Some(split) = self.split_cpu(&qkv, step)? {
                 return Ok(split);
@@ -177,7 +180,7 @@ impl Attention {
         let (nkv, past) = (k.dim(1)?, k.dim(2)?);
         if t <= KERNEL_MAX_QUERIES && crate::kernels::applies(q) {
             if let Some(out) = self.attend_cpu(q, k, v, mask)? {
-                return linear(&self.o_proj, &out);
+                return linear(&self.o_proj, &self.packing[1], &out);
             }
         }
         let rows = nq / nkv * t;
@@ -190,7 +193,7 @@ impl Attention {
             .reshape((b, nkv, rows, past))?;
         let out = probs.matmul(v)?.reshape((b, nq, t, d))?;
         let out = out.transpose(1, 2)?.reshape((b, t, nq * d))?;
-        linear(&self.o_proj, &out)
+        linear(&self.o_proj, &self.packing[1], &out)
     }
 
     /// [`Attention::attend`]'s scores, softmax and values in the CPU kernel, reading the

@@ -3,8 +3,9 @@
 use candle_core::Tensor;
 use candle_nn::{linear_no_bias, VarBuilder};
 
-use super::matmul::flip;
+use super::matmul::{flip, Packing};
 use super::CResult;
+use crate::kernels::packed::PackedWeight;
 
 /// A SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 ///
@@ -16,6 +17,8 @@ pub(crate) struct Mlp {
     gate: Tensor,
     up: Tensor,
     down: Tensor,
+    /// The packed forms of `gate_up` and `down`, made on first use.
+    packing: [Packing; 2],
 }
 
 impl Mlp {
@@ -38,6 +41,7 @@ impl Mlp {
             up: gate_up.narrow(0, inter, inter)?,
             gate_up,
             down: down.contiguous()?,
+            packing: Default::default(),
         })
     }
 
@@ -50,12 +54,22 @@ impl Mlp {
             up: gate_up.narrow(0, inter, inter)?,
             gate_up,
             down,
+            packing: Default::default(),
         })
     }
 
     /// The fused `[gate; up]` weight `[2 * inter, hidden]` and `down` `[hidden, inter]`.
     pub fn fused_weights(&self) -> (&Tensor, &Tensor) {
         (&self.gate_up, &self.down)
+    }
+
+    /// The packed `[gate; up]` and `down` weights for the CPU's packed product (packed on
+    /// the first call); `None` where it does not run.
+    pub fn packed(&self) -> Option<(&PackedWeight, &PackedWeight)> {
+        Some((
+            self.packing[0].get(&self.gate_up)?,
+            self.packing[1].get(&self.down)?,
+        ))
     }
 
     /// `x: [n, hidden]` → `[n, hidden]`.

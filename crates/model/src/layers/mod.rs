@@ -25,7 +25,7 @@ pub(crate) mod step;
 
 pub(crate) use decoder::{DecoderLayer, FeedForward, FeedForwardReport};
 pub(crate) use kv::LayerKv;
-pub(crate) use matmul::matmul_wt;
+pub(crate) use matmul::{matmul_wt, Packing};
 pub(crate) use moe::{LayerRoutes, MoeBlock};
 pub(crate) use rotary::Rotary;
 pub(crate) use step::{Step, TokenLayout};

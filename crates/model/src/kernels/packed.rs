@@ -1,0 +1,504 @@
+//! `y = x @ w^T` against a weight packed once into column panels.
+//!
+//! [`super::matmul`] streams the weight in the checkpoint's `[n, k]` layout and keeps
+//! `4 x 4` dot products in registers, reducing them across lanes at the end. That suits a
+//! handful of rows on cores with few load ports, but with more rows the inputs fall out of
+//! L1 (16 rows of 576 f32 fill 36 KiB) and every step of `k` reloads four of them: on an
+//! Intel Xeon guest it reached 94 GFLOP/s on one core at the prompt pass's shape against
+//! 166 for oneMKL. Here the weight is rearranged once, when a layer is first used, into
+//! panels of [`PANEL`] output columns stored `k`-major, and the register block is the
+//! usual GEMM outer product: per step of `k`, three vector loads of the panel, one
+//! broadcast per input row, `ROWS x 3` fused multiply-adds into accumulators that hold
+//! finished outputs (no reduction across lanes). The panel of a column block stays in L2
+//! while every block of rows runs against it.
+//!
+//! **Storage.** A weight whose every f32 value is exactly an IEEE half (checkpoints stored
+//! in f16 and widened on load, as the default model is) is packed as f16 and widened back in
+//! registers (`vcvtph2ps`): the same f32 values, the same f32 arithmetic, half the bytes
+//! to stream from memory at each decoding step. Any other weight is packed as f32.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use super::SendPtr;
+
+/// Output columns per panel: three 16-lane vectors.
+pub(crate) const PANEL: usize = 48;
+
+/// The panels' element type.
+#[derive(Clone)]
+enum Panels {
+    /// Values that are not all exact halves.
+    F32(Vec<f32>),
+    /// Every value an exact half (a lossless narrowing).
+    F16(Vec<f16>),
+}
+
+/// A weight `w: [n, k]` rearranged for [`PackedWeight::matmul`]: panel `p` holds columns
+/// `p * PANEL ..` of the output (rows of `w`), element `(kk, c)` at `kk * PANEL + c`; the
+/// last panel is padded with zeros.
+#[derive(Clone)]
+pub(crate) struct PackedWeight {
+    n: usize,
+    k: usize,
+    panels: Panels,
+}
+
+impl std::fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedWeight")
+            .field("n", &self.n)
+            .field("k", &self.k)
+            .field("half", &self.is_half())
+            .finish()
+    }
+}
+
+/// Whether the packed product runs on this CPU (it needs AVX-512F).
+pub(crate) fn available() -> bool {
+    super::matmul::available()
+}
+
+impl PackedWeight {
+    /// Packs the row-major weight `w: [n, k]`, in f16 when that loses nothing.
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "weight of {} values is not {n} x {k}", w.len());
+        let lossless = w.par_chunks(1 << 16).all(|c| {
+            c.iter()
+                .all(|&v| f16::from_f32(v).to_f32().to_bits() == v.to_bits())
+        });
+        let count = n.div_ceil(PANEL);
+        let panel_len = k * PANEL;
+        let transposed = |p: usize, out: &mut [f32]| {
+            for c in 0..PANEL.min(n - p * PANEL) {
+                let row = &w[(p * PANEL + c) * k..(p * PANEL + c + 1) * k];
+                for (kk, &v) in row.iter().enumerate() {
+                    out[kk * PANEL + c] = v;
+                }
+            }
+        };
+        let panels = if lossless {
+            let mut data = vec![f16::ZERO; count * panel_len];
+            data.par_chunks_mut(panel_len).enumerate().for_each(|(p, dst)| {
+                let mut buf = vec![0f32; panel_len];
+                transposed(p, &mut buf);
+                dst.convert_from_f32_slice(&buf);
+            });
+            Panels::F16(data)
+        } else {
+            let mut data = vec![0f32; count * panel_len];
+            data.par_chunks_mut(panel_len)
+                .enumerate()
+                .for_each(|(p, dst)| transposed(p, dst));
+            Panels::F32(data)
+        };
+        PackedWeight { n, k, panels }
+    }
+
+    /// Output columns (rows of the weight).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Number of panels.
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(PANEL)
+    }
+
+    /// Whether the panels hold halves.
+    pub fn is_half(&self) -> bool {
+        matches!(self.panels, Panels::F16(_))
+    }
+
+    /// `dst[r * dst_stride + j - c0] = sum_kk x[r * k + kk] * w[j * k + kk]` for `r < m`
+    /// and the columns `j` of panels `panels` (`c0 = panels.start * PANEL`, up to `n`),
+    /// single-threaded.
+    pub fn matmul(
+        &self,
+        dst: &mut [f32],
+        dst_stride: usize,
+        x: &[f32],
+        m: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        let k = self.k;
+        let c0 = panels.start * PANEL;
+        let c1 = (panels.end * PANEL).min(self.n);
+        assert!(
+            panels.end <= self.panels(),
+            "panels {panels:?} of {}",
+            self.panels()
+        );
+        assert!(x.len() >= m * k, "input too short for {m} x {k}");
+        if m == 0 || c1 <= c0 {
+            return;
+        }
+        assert!(
+            dst_stride >= c1 - c0 && dst.len() >= (m - 1) * dst_stride + (c1 - c0),
+            "destination too short"
+        );
+        assert!(available(), "the packed product needs AVX-512F");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is checked; the asserts bound the rows of `x` and `dst`, and
+        // panels below `self.panels()` lie inside the panel data.
+        unsafe {
+            match &self.panels {
+                Panels::F32(data) => avx512::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1)),
+                Panels::F16(data) => avx512::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1)),
+            }
+        }
+    }
+
+    /// [`PackedWeight::matmul`] over every column, as items of at most [`ROW_CHUNK`] rows
+    /// and whole panels spread over rayon's threads: `[m, n]`.
+    pub fn matmul_parallel(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let n = self.n;
+        let mut dst = vec![0f32; m * n];
+        let threads = rayon::current_num_threads().max(1);
+        let row_chunks = m.div_ceil(ROW_CHUNK).max(1);
+        let rows = m.div_ceil(row_chunks);
+        // Several items per thread for balance, at least two panels each.
+        let per_chunk = (threads * 4).div_ceil(row_chunks).max(1);
+        let block = self.panels().div_ceil(per_chunk).max(2);
+        let items: Vec<(usize, usize)> = (0..row_chunks)
+            .flat_map(|r| (0..self.panels().div_ceil(block)).map(move |b| (r * rows, b * block)))
+            .collect();
+        let out = SendPtr(dst.as_mut_ptr());
+        let len = dst.len();
+        let run = |&(r0, p0): &(usize, usize)| {
+            let mr = rows.min(m - r0);
+            let p1 = (p0 + block).min(self.panels());
+            let at = r0 * n + p0 * PANEL;
+            // SAFETY: items write disjoint blocks (rows r0..r0 + mr, the columns of
+            // panels p0..p1) of `dst`, which outlives the loop; the slice starts at the
+            // block's first element and `matmul` writes only inside the block.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), len - at) };
+            self.matmul(dst, n, &x[r0 * self.k..], mr, p0..p1);
+        };
+        if threads == 1 || items.len() == 1 {
+            items.iter().for_each(run);
+        } else {
+            items.par_iter().for_each(run);
+        }
+        dst
+    }
+}
+
+/// Rows per item of [`PackedWeight::matmul_parallel`].
+pub(crate) const ROW_CHUNK: usize = 64;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::PANEL;
+
+    /// Input rows per register block: `ROWS x 3` accumulators, three panel vectors and
+    /// one broadcast fill 28 of the 32 vector registers.
+    const ROWS: usize = 8;
+
+    /// A panel element that widens to f32 in registers.
+    pub(super) trait Element: Copy {
+        /// Sixteen values from `p`, as f32.
+        ///
+        /// # Safety
+        /// AVX-512F, and `p..p + 16` readable.
+        unsafe fn load16(p: *const Self) -> __m512;
+    }
+
+    impl Element for f32 {
+        #[inline(always)]
+        unsafe fn load16(p: *const f32) -> __m512 {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+    }
+
+    impl Element for f16 {
+        #[inline(always)]
+        unsafe fn load16(p: *const f16) -> __m512 {
+            // SAFETY: the caller's contract; `f16` is a 16-bit IEEE half.
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+        }
+    }
+
+    /// Columns `c0..c1` (`c0` a multiple of [`PANEL`]) of `x @ w^T` for `m` rows.
+    ///
+    /// # Safety
+    /// AVX-512F; `x` holds `m * k` values, `panels` the panels up to column `c1`, `dst`
+    /// `(m - 1) * dst_stride + c1 - c0` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn matmul<E: Element>(
+        dst: &mut [f32],
+        dst_stride: usize,
+        x: &[f32],
+        panels: *const E,
+        m: usize,
+        k: usize,
+        (c0, c1): (usize, usize),
+    ) {
+        let mut c = c0;
+        while c < c1 {
+            let panel = panels.add(c * k);
+            let valid = (c1 - c).min(PANEL);
+            let out = dst.as_mut_ptr().add(c - c0);
+            // The first block of rows fetches the next panel into L2 as it goes, a
+            // panel row (of `k`) per step, so that it arrives while this one computes.
+            let mut ahead = if c + PANEL < c1 {
+                panel.add(PANEL * k) as *const i8
+            } else {
+                std::ptr::null()
+            };
+            let mut r = 0;
+            while r + ROWS <= m {
+                tile::<ROWS, E>(
+                    x.as_ptr().add(r * k),
+                    k,
+                    panel,
+                    out.add(r * dst_stride),
+                    dst_stride,
+                    valid,
+                    ahead,
+                );
+                ahead = std::ptr::null();
+                r += ROWS;
+            }
+            let (xr, o) = (x.as_ptr().add(r * k), out.add(r * dst_stride));
+            match m - r {
+                0 => {}
+                1 => tile::<1, E>(xr, k, panel, o, dst_stride, valid, ahead),
+                2 => tile::<2, E>(xr, k, panel, o, dst_stride, valid, ahead),
+                3 => tile::<3, E>(xr, k, panel, o, dst_stride, valid, ahead),
+                4 => tile::<4, E>(xr, k, panel, o, dst_stride, valid, ahead),
+                5 => tile::<5, E>(xr, k, panel, o, dst_stride, valid, ahead),
+                6 => tile::<6, E>(xr, k, panel, o, dst_stride, valid, ahead),
+                _ => tile::<7, E>(xr, k, panel, o, dst_stride, valid, ahead),
+            }
+            c += PANEL;
+        }
+    }
+
+    /// `R` rows of `x` (stride `k`) against one panel: the first `valid` of its columns
+    /// into `dst` (row stride `dst_stride`); unless `ahead` is null, the panel there is
+    /// fetched into L2 on the way.
+    #[inline(always)]
+    unsafe fn tile<const R: usize, E: Element>(
+        x: *const f32,
+        k: usize,
+        panel: *const E,
+        dst: *mut f32,
+        dst_stride: usize,
+        valid: usize,
+        ahead: *const i8,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 3]; R];
+        let row_bytes = PANEL * std::mem::size_of::<E>();
+        for kk in 0..k {
+            if !ahead.is_null() {
+                let mut off = 0;
+                while off < row_bytes {
+                    _mm_prefetch::<_MM_HINT_T1>(ahead.add(kk * row_bytes + off));
+                    off += 64;
+                }
+            }
+            let p = panel.add(kk * PANEL);
+            let w = [E::load16(p), E::load16(p.add(16)), E::load16(p.add(32))];
+            for (a, row) in acc.iter_mut().enumerate() {
+                let xb = _mm512_set1_ps(*x.add(a * k + kk));
+                for (v, acc) in row.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(xb, w[v], *acc);
+                }
+            }
+        }
+        for (a, row) in acc.iter().enumerate() {
+            for (v, &sum) in row.iter().enumerate() {
+                let col = v * 16;
+                if col >= valid {
+                    break;
+                }
+                let mask: __mmask16 = if valid - col >= 16 {
+                    0xffff
+                } else {
+                    ((1u32 << (valid - col)) - 1) as __mmask16
+                };
+                _mm512_mask_storeu_ps(dst.add(a * dst_stride + col), mask, sum);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for r in 0..m {
+            for j in 0..n {
+                y[r * n + j] = (0..k)
+                    .map(|kk| x[r * k + kk] as f64 * w[j * k + kk] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    fn check(m: usize, n: usize, k: usize, half_exact: bool) {
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| {
+                let v = ((i * 53 % 97) as f32 - 48.0) / 48.0;
+                if half_exact {
+                    f16::from_f32(v).to_f32()
+                } else {
+                    v + 1e-7
+                }
+            })
+            .collect();
+        let packed = PackedWeight::pack(&w, n, k);
+        assert_eq!(packed.is_half(), half_exact, "{m}x{n}x{k}: storage");
+        let want = reference(&x, &w, m, n, k);
+        let got = packed.matmul_parallel(&x, m);
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                "{m}x{n}x{k} half {half_exact} [{i}]: {a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_a_plain_product_on_every_tail() {
+        if !available() {
+            return;
+        }
+        for (m, n, k) in [
+            (1, 1, 1),
+            (3, 5, 17),
+            (8, 48, 16),
+            (9, 13, 40),
+            (5, 70, 100),
+            (17, 96, 33),
+            (200, 7, 33),
+            (300, 130, 20),
+        ] {
+            check(m, n, k, true);
+            check(m, n, k, false);
+        }
+    }
+
+    #[test]
+    fn writes_only_the_columns_of_its_panels() {
+        if !available() {
+            return;
+        }
+        let (m, n, k) = (3, 2 * PANEL + 5, 8);
+        let w: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32).collect();
+        let x = vec![1f32; m * k];
+        let packed = PackedWeight::pack(&w, n, k);
+        let stride = PANEL + 3;
+        let mut dst = vec![-1f32; (m - 1) * stride + PANEL + 3];
+        packed.matmul(&mut dst, stride, &x, m, 1..2);
+        for r in 0..m {
+            for c in 0..PANEL {
+                let j = PANEL + c;
+                let want: f32 = w[j * k..(j + 1) * k].iter().sum();
+                assert_eq!(dst[r * stride + c], want, "row {r} column {j}");
+            }
+            for c in PANEL..stride.min(dst.len() - r * stride) {
+                assert_eq!(
+                    dst[r * stride + c],
+                    -1.0,
+                    "row {r}: column {c} past the panel untouched"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    /// GFLOP/s of the packed product against the streaming kernel at the round's shapes,
+    /// weight in cache and weight from memory (40 distinct weights cycled):
+    /// `cargo test --release -p latentevo-model --lib kernels::packed::timing -- --ignored --nocapture --test-threads=1`.
+    #[test]
+    #[ignore]
+    fn packed_against_streaming() {
+        use super::PackedWeight;
+        use std::time::Instant;
+        for (m, n, k) in [
+            (8usize, 3072usize, 576usize),
+            (16, 3072, 576),
+            (32, 3072, 576),
+            (64, 3072, 576),
+            (16, 576, 1536),
+            (64, 576, 1536),
+            (32, 49152, 576),
+            (32, 960, 576),
+            (1088, 960, 576),
+            (1088, 3072, 576),
+            (1088, 576, 1536),
+        ] {
+            let copies = if n * k * 4 * 40 > 2_000_000_000 { 4 } else { 40 };
+            let weights: Vec<Vec<f32>> = (0..copies)
+                .map(|i| {
+                    (0..n * k)
+                        .map(|j| half::f16::from_f32(((j * 53 + i) % 97) as f32 / 97.0 - 0.5).to_f32())
+                        .collect()
+                })
+                .collect();
+            let packed: Vec<PackedWeight> = weights.iter().map(|w| PackedWeight::pack(w, n, k)).collect();
+            let packed32: Vec<PackedWeight> = weights
+                .iter()
+                .map(|w| {
+                    let w: Vec<f32> = w.iter().map(|v| v + 1e-9).collect();
+                    PackedWeight::pack(&w, n, k)
+                })
+                .collect();
+            let x = vec![0.5f32; m * k];
+            let flops = 2.0 * (m * n * k) as f64;
+            let reps = ((8e9 / flops) as usize).clamp(4, 400);
+            let time = |f: &dyn Fn(usize)| {
+                f(0);
+                (0..3)
+                    .map(|_| {
+                        let t = Instant::now();
+                        for rep in 0..reps {
+                            f(rep);
+                        }
+                        flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+                    })
+                    .fold(0f64, f64::max)
+            };
+            let streaming_hot = time(&|_| {
+                std::hint::black_box(super::super::matmul::matmul_nt_parallel(&x, &weights[0], m, n, k));
+            });
+            let streaming_cold = time(&|rep| {
+                std::hint::black_box(super::super::matmul::matmul_nt_parallel(
+                    &x,
+                    &weights[rep % copies],
+                    m,
+                    n,
+                    k,
+                ));
+            });
+            let f16_hot = time(&|_| {
+                std::hint::black_box(packed[0].matmul_parallel(&x, m));
+            });
+            let f16_cold = time(&|rep| {
+                std::hint::black_box(packed[rep % copies].matmul_parallel(&x, m));
+            });
+            let f32_cold = time(&|rep| {
+                std::hint::black_box(packed32[rep % copies].matmul_parallel(&x, m));
+            });
+            println!(
+                "{m:>5}x{n:>5}x{k:>4}: streaming {streaming_hot:6.1} hot {streaming_cold:6.1} cold; packed f16 {f16_hot:6.1} hot {f16_cold:6.1} cold; packed f32 {f32_cold:6.1} cold GFLOP/s"
+            );
+        }
+    }
+}
