@@ -12,15 +12,17 @@
 //!   and the (expert, row-chunk) work items spread over the threads;
 //! - [`attention`]: scaled dot-product attention over a (possibly strided) key/value
 //!   cache with an additive mask, one work item per row and query head;
+//! - [`packed`]: `x @ w^T` against a weight rearranged once into k-major column panels
+//!   (f16 where that is lossless), the product of every projection, expert and the head;
 //! - [`rope`]: the fused q/k/v product's output split into heads and rotated in one pass;
 //! - [`logits`]: per-row log-sum-exp and arg-max, and the KL divergence between row
 //!   pairs, over the vocabulary, without copying the logits.
 //!
 //! Each kernel is used only for contiguous f32 tensors on the CPU; anything else takes
 //! the candle path, which stays the reference the kernels are tested against
-//! (`kernels::*::tests`). Products go through the `gemm` crate (the one candle's CPU
-//! matmul uses), called without its own threading, since the work items already fill the
-//! threads.
+//! (`kernels::*::tests`). Products take [`packed`] where the CPU has AVX-512F, else
+//! [`matmul`] (which falls back to the `gemm` crate, the one candle's CPU matmul uses),
+//! single-threaded inside each work item, since the items already fill the threads.
 
 pub(crate) mod attention;
 pub(crate) mod logits;
