@@ -38,12 +38,18 @@ pub(crate) type Chunk<'a> = (usize, &'a [(usize, usize, f32)]);
 /// The two products of the routed experts, for [`forward_with`]: the f32 weights here
 /// ([`F32Experts`]), or quantised ones (`layers::moe::quantized`).
 pub(crate) trait ExpertProducts {
-    /// Rows per chunk of one expert's tokens.
-    fn chunk_rows(&self) -> usize;
+    /// Rows per chunk of one expert's tokens ([`CHUNK_ROWS`] unless a product says).
+    fn chunk_rows(&self) -> usize {
+        CHUNK_ROWS
+    }
     /// Columns of a gathered input row: the hidden size, or more (zeros after it).
-    fn input_width(&self, hidden: usize) -> usize;
+    fn input_width(&self, hidden: usize) -> usize {
+        hidden
+    }
     /// Columns of an activation row: the expert width, or more (zeros after it).
-    fn activation_width(&self, inter: usize) -> usize;
+    fn activation_width(&self, inter: usize) -> usize {
+        inter
+    }
     /// Per chunk, its inputs `[rows, input_width]` times the expert's `[gate; up]`
     /// weight: `[rows, 2 * inter]`.
     fn gate_up(&self, chunks: &[Chunk], inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>>;
@@ -72,15 +78,6 @@ fn column_block(cols: usize, chunks: usize) -> usize {
 }
 
 impl ExpertProducts for F32Experts<'_> {
-    fn chunk_rows(&self) -> usize {
-        CHUNK_ROWS
-    }
-    fn input_width(&self, hidden: usize) -> usize {
-        hidden
-    }
-    fn activation_width(&self, inter: usize) -> usize {
-        inter
-    }
     fn gate_up(&self, chunks: &[Chunk], inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
         let cols = 2 * self.inter;
         Ok(blocked_products(
@@ -277,15 +274,6 @@ impl<'a> PackedExperts<'a> {
 }
 
 impl ExpertProducts for PackedExperts<'_> {
-    fn chunk_rows(&self) -> usize {
-        CHUNK_ROWS
-    }
-    fn input_width(&self, hidden: usize) -> usize {
-        hidden
-    }
-    fn activation_width(&self, inter: usize) -> usize {
-        inter
-    }
     fn gate_up(&self, chunks: &[Chunk], inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
         Ok(self.products(chunks, inputs, |e| self.experts[e].0))
     }
