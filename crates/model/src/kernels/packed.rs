@@ -243,88 +243,127 @@ mod avx512 {
         let mut c = c0;
         while c < c1 {
             let panel = panels.add(c * k);
-            let valid = (c1 - c).min(PANEL);
-            let out = dst.as_mut_ptr().add(c - c0);
-            // The first block of rows fetches the next panel into L2 as it goes, a
-            // panel row (of `k`) per step, so that it arrives while this one computes.
-            let mut ahead = if c + PANEL < c1 {
+            let next = if c + PANEL < c1 {
                 panel.add(PANEL * k) as *const i8
             } else {
                 std::ptr::null()
             };
-            let mut r = 0;
-            while r + ROWS <= m {
-                tile::<ROWS, E>(
-                    x.as_ptr().add(r * k),
-                    k,
-                    panel,
-                    out.add(r * dst_stride),
+            // The panel runs in slices of KC steps of `k`, each against every block of
+            // rows, so that the slice stays in L1 (a whole panel, 55 KiB in f16 at
+            // k = 576, does not); the outputs carry the partial sums between slices,
+            // which leaves the order of the additions as without slices.
+            let mut k0 = 0;
+            while k0 < k {
+                let slice = Slice {
+                    x: x.as_ptr().add(k0),
+                    x_stride: k,
+                    steps: KC.min(k - k0),
+                    panel: panel.add(k0 * PANEL),
+                    dst: dst.as_mut_ptr().add(c - c0),
                     dst_stride,
-                    valid,
-                    ahead,
-                );
-                ahead = std::ptr::null();
-                r += ROWS;
-            }
-            let (xr, o) = (x.as_ptr().add(r * k), out.add(r * dst_stride));
-            match m - r {
-                0 => {}
-                1 => tile::<1, E>(xr, k, panel, o, dst_stride, valid, ahead),
-                2 => tile::<2, E>(xr, k, panel, o, dst_stride, valid, ahead),
-                3 => tile::<3, E>(xr, k, panel, o, dst_stride, valid, ahead),
-                4 => tile::<4, E>(xr, k, panel, o, dst_stride, valid, ahead),
-                5 => tile::<5, E>(xr, k, panel, o, dst_stride, valid, ahead),
-                6 => tile::<6, E>(xr, k, panel, o, dst_stride, valid, ahead),
-                _ => tile::<7, E>(xr, k, panel, o, dst_stride, valid, ahead),
+                    valid: (c1 - c).min(PANEL),
+                    accumulate: k0 > 0,
+                    // The first block of rows fetches the same slice of the next panel
+                    // into L2, so that it arrives while this panel computes.
+                    ahead: if next.is_null() {
+                        next
+                    } else {
+                        next.add(k0 * PANEL * std::mem::size_of::<E>())
+                    },
+                };
+                let mut r = 0;
+                while r + ROWS <= m {
+                    slice.tile::<ROWS>(r);
+                    r += ROWS;
+                }
+                match m - r {
+                    0 => {}
+                    1 => slice.tile::<1>(r),
+                    2 => slice.tile::<2>(r),
+                    3 => slice.tile::<3>(r),
+                    4 => slice.tile::<4>(r),
+                    5 => slice.tile::<5>(r),
+                    6 => slice.tile::<6>(r),
+                    _ => slice.tile::<7>(r),
+                }
+                k0 += KC;
             }
             c += PANEL;
         }
     }
 
-    /// `R` rows of `x` (stride `k`) against one panel: the first `valid` of its columns
-    /// into `dst` (row stride `dst_stride`); unless `ahead` is null, the panel there is
-    /// fetched into L2 on the way.
-    #[inline(always)]
-    unsafe fn tile<const R: usize, E: Element>(
+    /// Steps of `k` per slice of a panel: 24 KiB of f16 panel, 8 KiB of eight input rows.
+    const KC: usize = 256;
+
+    /// One slice of `k` of one panel against the input rows.
+    struct Slice<E> {
+        /// Row 0 of the input at the slice's first step.
         x: *const f32,
-        k: usize,
+        x_stride: usize,
+        steps: usize,
+        /// The panel at the slice's first step.
         panel: *const E,
+        /// Row 0, the panel's first column, of the output.
         dst: *mut f32,
         dst_stride: usize,
+        /// Columns of the panel that exist.
         valid: usize,
+        /// Whether the outputs hold the sums of the earlier slices.
+        accumulate: bool,
+        /// The next panel's slice, fetched into L2 by the tile of row 0; null for none.
         ahead: *const i8,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 3]; R];
-        let row_bytes = PANEL * std::mem::size_of::<E>();
-        for kk in 0..k {
-            if !ahead.is_null() {
-                let mut off = 0;
-                while off < row_bytes {
-                    _mm_prefetch::<_MM_HINT_T1>(ahead.add(kk * row_bytes + off));
-                    off += 64;
-                }
-            }
-            let p = panel.add(kk * PANEL);
-            let w = [E::load16(p), E::load16(p.add(16)), E::load16(p.add(32))];
-            for (a, row) in acc.iter_mut().enumerate() {
-                let xb = _mm512_set1_ps(*x.add(a * k + kk));
-                for (v, acc) in row.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(xb, w[v], *acc);
-                }
-            }
-        }
-        for (a, row) in acc.iter().enumerate() {
-            for (v, &sum) in row.iter().enumerate() {
+    }
+
+    impl<E: Element> Slice<E> {
+        /// Rows `r..r + R` of the input against the slice.
+        #[inline(always)]
+        unsafe fn tile<const R: usize>(&self, r: usize) {
+            let x = self.x.add(r * self.x_stride);
+            let dst = self.dst.add(r * self.dst_stride);
+            let mask = |v: usize| -> __mmask16 {
                 let col = v * 16;
-                if col >= valid {
-                    break;
-                }
-                let mask: __mmask16 = if valid - col >= 16 {
+                if col >= self.valid {
+                    0
+                } else if self.valid - col >= 16 {
                     0xffff
                 } else {
-                    ((1u32 << (valid - col)) - 1) as __mmask16
-                };
-                _mm512_mask_storeu_ps(dst.add(a * dst_stride + col), mask, sum);
+                    ((1u32 << (self.valid - col)) - 1) as __mmask16
+                }
+            };
+            let masks = [mask(0), mask(1), mask(2)];
+            let mut acc = [[_mm512_setzero_ps(); 3]; R];
+            if self.accumulate {
+                for (a, row) in acc.iter_mut().enumerate() {
+                    for (v, acc) in row.iter_mut().enumerate() {
+                        *acc = _mm512_maskz_loadu_ps(masks[v], dst.add(a * self.dst_stride + v * 16));
+                    }
+                }
+            }
+            let ahead = if r == 0 { self.ahead } else { std::ptr::null() };
+            let row_bytes = PANEL * std::mem::size_of::<E>();
+            for kk in 0..self.steps {
+                if !ahead.is_null() {
+                    let mut off = 0;
+                    while off < row_bytes {
+                        _mm_prefetch::<_MM_HINT_T1>(ahead.add(kk * row_bytes + off));
+                        off += 64;
+                    }
+                }
+                let p = self.panel.add(kk * PANEL);
+                let w = [E::load16(p), E::load16(p.add(16)), E::load16(p.add(32))];
+                for (a, row) in acc.iter_mut().enumerate() {
+                    let xb = _mm512_set1_ps(*x.add(a * self.x_stride + kk));
+                    for (v, acc) in row.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(xb, w[v], *acc);
+                    }
+                }
+            }
+            for (a, row) in acc.iter().enumerate() {
+                for (v, &sum) in row.iter().enumerate() {
+                    if masks[v] != 0 {
+                        _mm512_mask_storeu_ps(dst.add(a * self.dst_stride + v * 16), masks[v], sum);
+                    }
+                }
             }
         }
     }
@@ -386,6 +425,8 @@ mod tests {
             (17, 96, 33),
             (200, 7, 33),
             (300, 130, 20),
+            (20, 100, 600),
+            (9, 50, 513),
         ] {
             check(m, n, k, true);
             check(m, n, k, false);
