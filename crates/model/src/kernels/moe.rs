@@ -361,6 +361,30 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             assert!(worst < 1e-5, "n = {n}: max difference {worst}");
+
+            if crate::kernels::packed::available() {
+                let packed: Vec<(PackedWeight, PackedWeight)> = (0..num_experts)
+                    .map(|e| {
+                        (
+                            PackedWeight::pack(&fused[e], 2 * inter, hidden),
+                            PackedWeight::pack(&down[e], hidden, inter),
+                        )
+                    })
+                    .collect();
+                let refs: Vec<(&PackedWeight, &PackedWeight)> = packed.iter().map(|(a, b)| (a, b)).collect();
+                let products = PackedExperts { experts: &refs };
+                let got = with_contiguous_f32(&xs, |x| {
+                    forward_with(&products, x, hidden, inter, num_experts, &routes)
+                })
+                .unwrap()
+                .unwrap();
+                let worst = want
+                    .iter()
+                    .zip(&got)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-5, "n = {n}, packed experts: max difference {worst}");
+            }
         }
     }
 }

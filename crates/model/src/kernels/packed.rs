@@ -9,8 +9,8 @@
 //! panels of [`PANEL`] output columns stored `k`-major, and the register block is the
 //! usual GEMM outer product: per step of `k`, three vector loads of the panel, one
 //! broadcast per input row, `ROWS x 3` fused multiply-adds into accumulators that hold
-//! finished outputs (no reduction across lanes). The panel of a column block stays in L2
-//! while every block of rows runs against it.
+//! finished outputs (no reduction across lanes). A panel runs in slices of 256 steps of
+//! `k`, each slice (24 KiB in f16) held in L1 while every block of rows runs against it.
 //!
 //! **Storage.** A weight whose every f32 value is exactly an IEEE half (checkpoints stored
 //! in f16 and widened on load, as the default model is) is packed as f16 and widened back in
