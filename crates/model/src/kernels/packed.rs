@@ -493,7 +493,9 @@ mod timing {
                         .collect()
                 })
                 .collect();
+            let start = Instant::now();
             let packed: Vec<PackedWeight> = weights.iter().map(|w| PackedWeight::pack(w, n, k)).collect();
+            let pack_seconds = start.elapsed().as_secs_f64() / copies as f64;
             let packed32: Vec<PackedWeight> = weights
                 .iter()
                 .map(|w| {
@@ -538,7 +540,8 @@ mod timing {
                 std::hint::black_box(packed32[rep % copies].matmul_parallel(&x, m));
             });
             println!(
-                "{m:>5}x{n:>5}x{k:>4}: streaming {streaming_hot:6.1} hot {streaming_cold:6.1} cold; packed f16 {f16_hot:6.1} hot {f16_cold:6.1} cold; packed f32 {f32_cold:6.1} cold GFLOP/s"
+                "{m:>5}x{n:>5}x{k:>4}: streaming {streaming_hot:6.1} hot {streaming_cold:6.1} cold; packed f16 {f16_hot:6.1} hot {f16_cold:6.1} cold; packed f32 {f32_cold:6.1} cold GFLOP/s; packing {:.0} M values/s",
+                (n * k) as f64 / pack_seconds / 1e6
             );
         }
     }
