@@ -55,9 +55,12 @@ impl std::fmt::Debug for PackedWeight {
     }
 }
 
-/// Whether the packed product runs on this CPU (it needs AVX-512F).
+/// Whether the packed product runs: the CPU has AVX-512F and `LATENTEVO_PACKED=0` (which
+/// keeps the streaming kernel, for comparisons) is not set.
 pub(crate) fn available() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     super::matmul::available()
+        && *ENABLED.get_or_init(|| std::env::var("LATENTEVO_PACKED").map_or(true, |v| v != "0"))
 }
 
 impl PackedWeight {
