@@ -15,10 +15,12 @@
 //! **Storage.** A weight whose every f32 value is exactly an IEEE half (checkpoints stored
 //! in f16 and widened on load, as the default model is) is packed as f16 and widened back in
 //! registers (`vcvtph2ps`): the same f32 values, the same f32 arithmetic, half the bytes
-//! to stream from memory at each decoding step. Any other weight is packed as f32.
+//! to stream from memory at each decoding step. Else, a weight whose every value is exactly
+//! a bfloat16 (checkpoints stored in bf16, as most trained MoEs are) is packed as bf16 and
+//! widened by a shift, with the same guarantee. Any other weight is packed as f32.
 
-use half::f16;
 use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::SendPtr;
@@ -29,10 +31,24 @@ pub(crate) const PANEL: usize = 48;
 /// The panels' element type.
 #[derive(Clone)]
 enum Panels {
-    /// Values that are not all exact halves.
+    /// Values that are neither all exact halves nor all exact bfloat16s.
     F32(Vec<f32>),
     /// Every value an exact half (a lossless narrowing).
     F16(Vec<f16>),
+    /// Every value an exact bfloat16 (a lossless narrowing).
+    Bf16(Vec<bf16>),
+}
+
+/// How a [`PackedWeight`] stores its values; each is lossless for the weight it is chosen
+/// for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Storage {
+    /// f32.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
 }
 
 /// A weight `w: [n, k]` rearranged for [`PackedWeight::matmul`]: panel `p` holds columns
@@ -50,7 +66,7 @@ impl std::fmt::Debug for PackedWeight {
         f.debug_struct("PackedWeight")
             .field("n", &self.n)
             .field("k", &self.k)
-            .field("half", &self.is_half())
+            .field("storage", &self.storage())
             .finish()
     }
 }
@@ -64,13 +80,20 @@ pub(crate) fn available() -> bool {
 }
 
 impl PackedWeight {
-    /// Packs the row-major weight `w: [n, k]`, in f16 when that loses nothing.
+    /// Packs the row-major weight `w: [n, k]`, in f16 or else bf16 when that loses nothing.
     pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight of {} values is not {n} x {k}", w.len());
-        let lossless = w.par_chunks(1 << 16).all(|c| {
-            c.iter()
-                .all(|&v| f16::from_f32(v).to_f32().to_bits() == v.to_bits())
-        });
+        let exact = |narrow: fn(f32) -> f32| {
+            w.par_chunks(1 << 16)
+                .all(|c| c.iter().all(|&v| narrow(v).to_bits() == v.to_bits()))
+        };
+        let storage = if exact(|v| f16::from_f32(v).to_f32()) {
+            Storage::F16
+        } else if exact(|v| bf16::from_f32(v).to_f32()) {
+            Storage::Bf16
+        } else {
+            Storage::F32
+        };
         let count = n.div_ceil(PANEL);
         let panel_len = k * PANEL;
         let transposed = |p: usize, out: &mut [f32]| {
@@ -81,20 +104,32 @@ impl PackedWeight {
                 }
             }
         };
-        let panels = if lossless {
-            let mut data = vec![f16::ZERO; count * panel_len];
-            data.par_chunks_mut(panel_len).enumerate().for_each(|(p, dst)| {
-                let mut buf = vec![0f32; panel_len];
-                transposed(p, &mut buf);
-                dst.convert_from_f32_slice(&buf);
-            });
-            Panels::F16(data)
-        } else {
-            let mut data = vec![0f32; count * panel_len];
-            data.par_chunks_mut(panel_len)
-                .enumerate()
-                .for_each(|(p, dst)| transposed(p, dst));
-            Panels::F32(data)
+        let panels = match storage {
+            Storage::F16 => {
+                let mut data = vec![f16::ZERO; count * panel_len];
+                data.par_chunks_mut(panel_len).enumerate().for_each(|(p, dst)| {
+                    let mut buf = vec![0f32; panel_len];
+                    transposed(p, &mut buf);
+                    dst.convert_from_f32_slice(&buf);
+                });
+                Panels::F16(data)
+            }
+            Storage::Bf16 => {
+                let mut data = vec![bf16::ZERO; count * panel_len];
+                data.par_chunks_mut(panel_len).enumerate().for_each(|(p, dst)| {
+                    let mut buf = vec![0f32; panel_len];
+                    transposed(p, &mut buf);
+                    dst.convert_from_f32_slice(&buf);
+                });
+                Panels::Bf16(data)
+            }
+            Storage::F32 => {
+                let mut data = vec![0f32; count * panel_len];
+                data.par_chunks_mut(panel_len)
+                    .enumerate()
+                    .for_each(|(p, dst)| transposed(p, dst));
+                Panels::F32(data)
+            }
         };
         PackedWeight { n, k, panels }
     }
@@ -109,9 +144,13 @@ impl PackedWeight {
         self.n.div_ceil(PANEL)
     }
 
-    /// Whether the panels hold halves.
-    pub fn is_half(&self) -> bool {
-        matches!(self.panels, Panels::F16(_))
+    /// How the panels store the weight's values.
+    pub fn storage(&self) -> Storage {
+        match self.panels {
+            Panels::F32(_) => Storage::F32,
+            Panels::F16(_) => Storage::F16,
+            Panels::Bf16(_) => Storage::Bf16,
+        }
     }
 
     /// `dst[r * dst_stride + j - c0] = sum_kk x[r * k + kk] * w[j * k + kk]` for `r < m`
@@ -149,6 +188,7 @@ impl PackedWeight {
             match &self.panels {
                 Panels::F32(data) => avx512::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1)),
                 Panels::F16(data) => avx512::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1)),
+                Panels::Bf16(data) => avx512::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1)),
             }
         }
     }
@@ -195,7 +235,7 @@ pub(crate) const ROW_CHUNK: usize = 64;
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use half::f16;
+    use half::{bf16, f16};
 
     use super::PANEL;
 
@@ -225,6 +265,17 @@ mod avx512 {
         unsafe fn load16(p: *const f16) -> __m512 {
             // SAFETY: the caller's contract; `f16` is a 16-bit IEEE half.
             unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+        }
+    }
+
+    impl Element for bf16 {
+        #[inline(always)]
+        unsafe fn load16(p: *const bf16) -> __m512 {
+            // SAFETY: the caller's contract; a bfloat16 is the upper half of an f32.
+            unsafe {
+                let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
+            }
         }
     }
 
@@ -388,28 +439,37 @@ mod tests {
         y
     }
 
-    fn check(m: usize, n: usize, k: usize, half_exact: bool) {
+    fn check(m: usize, n: usize, k: usize, storage: Storage) {
         let x: Vec<f32> = (0..m * k)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
             .collect();
         let w: Vec<f32> = (0..n * k)
             .map(|i| {
                 let v = ((i * 53 % 97) as f32 - 48.0) / 48.0;
-                if half_exact {
-                    f16::from_f32(v).to_f32()
-                } else {
-                    v + 1e-7
+                match storage {
+                    Storage::F16 => f16::from_f32(v).to_f32(),
+                    // Beyond the half's range, so only bfloat16 holds it exactly.
+                    Storage::Bf16 => bf16::from_f32(v * 1e6).to_f32(),
+                    Storage::F32 => v + 1e-7,
                 }
             })
             .collect();
         let packed = PackedWeight::pack(&w, n, k);
-        assert_eq!(packed.is_half(), half_exact, "{m}x{n}x{k}: storage");
+        assert_eq!(packed.storage(), storage, "{m}x{n}x{k}: storage");
         let want = reference(&x, &w, m, n, k);
+        // The scale of a dot product's rounding error: the sum of its terms' magnitudes.
+        let magnitude = reference(
+            &x.iter().map(|v| v.abs()).collect::<Vec<_>>(),
+            &w.iter().map(|v| v.abs()).collect::<Vec<_>>(),
+            m,
+            n,
+            k,
+        );
         let got = packed.matmul_parallel(&x, m);
-        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+        for (i, ((a, b), s)) in want.iter().zip(&got).zip(&magnitude).enumerate() {
             assert!(
-                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
-                "{m}x{n}x{k} half {half_exact} [{i}]: {a} vs {b}"
+                (a - b).abs() <= 1e-5 * s.max(1.0),
+                "{m}x{n}x{k} {storage:?} [{i}]: {a} vs {b} (terms summing to {s} in magnitude)"
             );
         }
     }
@@ -431,8 +491,9 @@ mod tests {
             (20, 100, 600),
             (9, 50, 513),
         ] {
-            check(m, n, k, true);
-            check(m, n, k, false);
+            for storage in [Storage::F16, Storage::Bf16, Storage::F32] {
+                check(m, n, k, storage);
+            }
         }
     }
 
@@ -473,7 +534,7 @@ mod timing {
     #[test]
     #[ignore]
     fn packed_against_streaming() {
-        use super::PackedWeight;
+        use super::{PackedWeight, Storage};
         use std::time::Instant;
         for (m, n, k) in [
             (8usize, 3072usize, 576usize),
@@ -506,6 +567,20 @@ mod timing {
                     PackedWeight::pack(&w, n, k)
                 })
                 .collect();
+            // Beyond the half's range, so stored as bfloat16.
+            let packed_bf16: Vec<PackedWeight> = weights
+                .iter()
+                .map(|w| {
+                    let w: Vec<f32> = w
+                        .iter()
+                        .map(|&v| half::bf16::from_f32(v * 1e6).to_f32())
+                        .collect();
+                    PackedWeight::pack(&w, n, k)
+                })
+                .collect();
+            assert_eq!(packed_bf16[0].storage(), Storage::Bf16);
+            assert_eq!(packed[0].storage(), Storage::F16);
+            assert_eq!(packed32[0].storage(), Storage::F32);
             let x = vec![0.5f32; m * k];
             let flops = 2.0 * (m * n * k) as f64;
             let reps = ((8e9 / flops) as usize).clamp(4, 400);
@@ -539,11 +614,14 @@ mod timing {
             let f16_cold = time(&|rep| {
                 std::hint::black_box(packed[rep % copies].matmul_parallel(&x, m));
             });
+            let bf16_cold = time(&|rep| {
+                std::hint::black_box(packed_bf16[rep % copies].matmul_parallel(&x, m));
+            });
             let f32_cold = time(&|rep| {
                 std::hint::black_box(packed32[rep % copies].matmul_parallel(&x, m));
             });
             println!(
-                "{m:>5}x{n:>5}x{k:>4}: streaming {streaming_hot:6.1} hot {streaming_cold:6.1} cold; packed f16 {f16_hot:6.1} hot {f16_cold:6.1} cold; packed f32 {f32_cold:6.1} cold GFLOP/s; packing {:.0} M values/s",
+                "{m:>5}x{n:>5}x{k:>4}: streaming {streaming_hot:6.1} hot {streaming_cold:6.1} cold; packed f16 {f16_hot:6.1} hot {f16_cold:6.1} cold; packed bf16 {bf16_cold:6.1} cold; packed f32 {f32_cold:6.1} cold GFLOP/s; packing {:.0} M values/s",
                 (n * k) as f64 / pack_seconds / 1e6
             );
         }
