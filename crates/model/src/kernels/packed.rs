@@ -5,9 +5,9 @@
 //! handful of rows on cores with few load ports, but with more rows the inputs fall out of
 //! L1 (16 rows of 576 f32 fill 36 KiB) and every step of `k` reloads four of them: on an
 //! Intel Xeon guest it reached 94 GFLOP/s on one core and 116 on two at the prompt pass's
-//! shape, against 332 on two for oneMKL. Here the weight is rearranged once, when a layer is first used, into
-//! panels of [`PANEL`] output columns stored `k`-major, and the register block is the
-//! usual GEMM outer product: per step of `k`, three vector loads of the panel, one
+//! shape, against 332 on two for oneMKL. Here the weight is rearranged once, when a layer
+//! is first used, into panels of [`PANEL`] output columns stored `k`-major, and the
+//! register block is the usual GEMM outer product: per step of `k`, three vector loads of the panel, one
 //! broadcast per input row, `ROWS x 3` fused multiply-adds into accumulators that hold
 //! finished outputs (no reduction across lanes). A panel runs in slices of 256 steps of
 //! `k`, each slice (24 KiB in f16) held in L1 while every block of rows runs against it.
