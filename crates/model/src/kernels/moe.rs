@@ -9,9 +9,11 @@
 //! weight block is read once. The weighted outputs are summed per token at the end, in
 //! the order of the token's choices, so the result does not depend on the threads' timing.
 //!
-//! The two products are an [`ExpertProducts`]: [`F32Experts`] here, or the quantised
-//! experts of `layers::moe::quantized` (candle's quantised products), around the same
-//! grouping, activation and sum.
+//! The two products are an [`ExpertProducts`]: [`PackedExperts`] (the weights packed
+//! into panels, [`super::packed`]; what f32 experts on an AVX-512 CPU use), [`F32Experts`]
+//! (the weights as loaded, [`super::matmul`]), or the quantised experts of
+//! `layers::moe::quantized` (candle's quantised products), around the same grouping,
+//! activation and sum.
 
 use rayon::prelude::*;
 
@@ -36,7 +38,7 @@ pub(crate) struct ExpertWeights<'a> {
 pub(crate) type Chunk<'a> = (usize, &'a [(usize, usize, f32)]);
 
 /// The two products of the routed experts, for [`forward_with`]: the f32 weights here
-/// ([`F32Experts`]), or quantised ones (`layers::moe::quantized`).
+/// ([`PackedExperts`], [`F32Experts`]), or quantised ones (`layers::moe::quantized`).
 pub(crate) trait ExpertProducts {
     /// Rows per chunk of one expert's tokens ([`CHUNK_ROWS`] unless a product says).
     fn chunk_rows(&self) -> usize {
