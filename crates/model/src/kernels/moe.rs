@@ -357,12 +357,14 @@ mod tests {
             let got = with_contiguous_f32(&xs, |x| forward(x, hidden, inter, &experts, &routes))
                 .unwrap()
                 .unwrap();
-            let worst = want
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "n = {n}: max difference {worst}");
+            let worst = |got: &[f32]| {
+                want.iter()
+                    .zip(got)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+            };
+            let difference = worst(&got);
+            assert!(difference < 1e-5, "n = {n}: max difference {difference}");
 
             if crate::kernels::packed::available() {
                 let packed: Vec<(PackedWeight, PackedWeight)> = (0..num_experts)
@@ -380,12 +382,11 @@ mod tests {
                 })
                 .unwrap()
                 .unwrap();
-                let worst = want
-                    .iter()
-                    .zip(&got)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(worst < 1e-5, "n = {n}, packed experts: max difference {worst}");
+                let difference = worst(&got);
+                assert!(
+                    difference < 1e-5,
+                    "n = {n}, packed experts: max difference {difference}"
+                );
             }
         }
     }

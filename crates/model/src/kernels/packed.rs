@@ -104,25 +104,27 @@ impl PackedWeight {
                 }
             }
         };
+        // Each panel transposed in f32, then narrowed (exactly, as checked above).
+        fn narrowed<T: Copy + Send + Sync>(
+            zero: T,
+            len: usize,
+            panel_len: usize,
+            transposed: impl Fn(usize, &mut [f32]) + Sync,
+        ) -> Vec<T>
+        where
+            [T]: HalfFloatSliceExt,
+        {
+            let mut data = vec![zero; len];
+            data.par_chunks_mut(panel_len).enumerate().for_each(|(p, dst)| {
+                let mut buf = vec![0f32; panel_len];
+                transposed(p, &mut buf);
+                dst.convert_from_f32_slice(&buf);
+            });
+            data
+        }
         let panels = match storage {
-            Storage::F16 => {
-                let mut data = vec![f16::ZERO; count * panel_len];
-                data.par_chunks_mut(panel_len).enumerate().for_each(|(p, dst)| {
-                    let mut buf = vec![0f32; panel_len];
-                    transposed(p, &mut buf);
-                    dst.convert_from_f32_slice(&buf);
-                });
-                Panels::F16(data)
-            }
-            Storage::Bf16 => {
-                let mut data = vec![bf16::ZERO; count * panel_len];
-                data.par_chunks_mut(panel_len).enumerate().for_each(|(p, dst)| {
-                    let mut buf = vec![0f32; panel_len];
-                    transposed(p, &mut buf);
-                    dst.convert_from_f32_slice(&buf);
-                });
-                Panels::Bf16(data)
-            }
+            Storage::F16 => Panels::F16(narrowed(f16::ZERO, count * panel_len, panel_len, transposed)),
+            Storage::Bf16 => Panels::Bf16(narrowed(bf16::ZERO, count * panel_len, panel_len, transposed)),
             Storage::F32 => {
                 let mut data = vec![0f32; count * panel_len];
                 data.par_chunks_mut(panel_len)

@@ -222,19 +222,22 @@ fn dispatch_cpu(experts: &[Mlp], xs: &Tensor, decisions: &[Decision]) -> CResult
         .map(|d| (d.experts.as_slice(), d.weights.as_slice()))
         .collect();
     let packed: Option<Vec<(&_, &_)>> = experts.iter().map(|e| e.packed()).collect();
-    if let Some(packed) = packed {
-        let products = moe::PackedExperts { experts: &packed };
-        let out = moe::forward_with(&products, x.as_slice(), hidden, inter, experts.len(), &routes)?;
-        return Ok(Some(Tensor::from_vec(out, (n, hidden), xs.device())?));
-    }
-    let weights: Vec<moe::ExpertWeights> = views
-        .iter()
-        .map(|(gate_up, down)| moe::ExpertWeights {
-            gate_up: gate_up.as_slice(),
-            down: down.as_slice(),
-        })
-        .collect();
-    let out = moe::forward(x.as_slice(), hidden, inter, &weights, &routes)?;
+    let out = match packed {
+        Some(packed) => {
+            let products = moe::PackedExperts { experts: &packed };
+            moe::forward_with(&products, x.as_slice(), hidden, inter, experts.len(), &routes)?
+        }
+        None => {
+            let weights: Vec<moe::ExpertWeights> = views
+                .iter()
+                .map(|(gate_up, down)| moe::ExpertWeights {
+                    gate_up: gate_up.as_slice(),
+                    down: down.as_slice(),
+                })
+                .collect();
+            moe::forward(x.as_slice(), hidden, inter, &weights, &routes)?
+        }
+    };
     Ok(Some(Tensor::from_vec(out, (n, hidden), xs.device())?))
 }
 
