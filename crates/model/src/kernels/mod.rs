@@ -14,16 +14,20 @@
 //!   cache with an additive mask, one work item per row and query head;
 //! - [`packed`]: `x @ w^T` against a weight rearranged once into k-major column panels
 //!   (f16 where that is lossless), the product of every projection, expert and the head;
+//! - [`amx`]: the packed product on Intel AMX tiles where the CPU has them, its f32
+//!   accuracy kept by splitting inputs and weights into exact bfloat16 pieces;
 //! - [`rope`]: the fused q/k/v product's output split into heads and rotated in one pass;
 //! - [`logits`]: per-row log-sum-exp and arg-max, and the KL divergence between row
 //!   pairs, over the vocabulary, without copying the logits.
 //!
 //! Each kernel is used only for contiguous f32 tensors on the CPU; anything else takes
 //! the candle path, which stays the reference the kernels are tested against
-//! (`kernels::*::tests`). Products take [`packed`] where the CPU has AVX-512F, else
+//! (`kernels::*::tests`). Products take [`packed`] (on [`amx`] tiles for a dozen rows or
+//! more, where the CPU has them) where the CPU has AVX-512F, else
 //! [`matmul`] (which falls back to the `gemm` crate, the one candle's CPU matmul uses),
 //! single-threaded inside each work item, since the items already fill the threads.
 
+pub(crate) mod amx;
 pub(crate) mod attention;
 pub(crate) mod logits;
 pub(crate) mod matmul;

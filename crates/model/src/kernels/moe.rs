@@ -276,6 +276,11 @@ impl<'a> PackedExperts<'a> {
 }
 
 impl ExpertProducts for PackedExperts<'_> {
+    fn chunk_rows(&self) -> usize {
+        self.experts
+            .first()
+            .map_or(CHUNK_ROWS, |(gate_up, _)| gate_up.row_chunk())
+    }
     fn gate_up(&self, chunks: &[Chunk], inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
         Ok(self.products(chunks, inputs, |e| self.experts[e].0))
     }
@@ -297,15 +302,17 @@ mod tests {
         let (hidden, inter, num_experts, top_k) = (24, 40, 5, 2);
         for n in [1usize, 7, 130, 300] {
             let xs = Tensor::randn(0f32, 1.0, (n, hidden), &dev).unwrap();
-            let gate: Vec<Tensor> = (0..num_experts)
-                .map(|_| Tensor::randn(0f32, 0.3, (inter, hidden), &dev).unwrap())
-                .collect();
-            let up: Vec<Tensor> = (0..num_experts)
-                .map(|_| Tensor::randn(0f32, 0.3, (inter, hidden), &dev).unwrap())
-                .collect();
-            let down: Vec<Tensor> = (0..num_experts)
-                .map(|_| Tensor::randn(0f32, 0.3, (hidden, inter), &dev).unwrap())
-                .collect();
+            // Weights that are exact halves, as the default model's are, so that the
+            // packed experts take f16 panels (and AMX tiles where the CPU has them).
+            let weight = |rows, cols| {
+                Tensor::randn(0f32, 0.3, (rows, cols), &dev)
+                    .and_then(|w| w.to_dtype(candle_core::DType::F16))
+                    .and_then(|w| w.to_dtype(candle_core::DType::F32))
+                    .unwrap()
+            };
+            let gate: Vec<Tensor> = (0..num_experts).map(|_| weight(inter, hidden)).collect();
+            let up: Vec<Tensor> = (0..num_experts).map(|_| weight(inter, hidden)).collect();
+            let down: Vec<Tensor> = (0..num_experts).map(|_| weight(hidden, inter)).collect();
             let choices: Vec<Vec<u32>> = (0..n)
                 .map(|t| {
                     let a = (t * 7 + 3) % num_experts;

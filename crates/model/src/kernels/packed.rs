@@ -18,6 +18,9 @@
 //! to stream from memory at each decoding step. Else, a weight whose every value is exactly
 //! a bfloat16 (checkpoints stored in bf16, as most trained MoEs are) is packed as bf16 and
 //! widened by a shift, with the same guarantee. Any other weight is packed as f32.
+//!
+//! **Tiles.** On a CPU with AMX, f16 and bf16 panels multiply on the tile unit instead
+//! ([`super::amx`]) when a call has at least [`super::amx::MIN_ROWS`] rows.
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
@@ -187,7 +190,14 @@ impl PackedWeight {
         // SAFETY: AVX-512F is checked; the asserts bound the rows of `x` and `dst`, and
         // panels below `self.panels()` lie inside the panel data.
         unsafe {
+            let on_tiles = self.on_tiles(m);
             match &self.panels {
+                Panels::F16(data) if on_tiles => {
+                    super::amx::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1))
+                }
+                Panels::Bf16(data) if on_tiles => {
+                    super::amx::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1))
+                }
                 Panels::F32(data) => avx512::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1)),
                 Panels::F16(data) => avx512::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1)),
                 Panels::Bf16(data) => avx512::matmul(dst, dst_stride, x, data.as_ptr(), m, k, (c0, c1)),
@@ -195,13 +205,32 @@ impl PackedWeight {
         }
     }
 
-    /// [`PackedWeight::matmul`] over every column, as items of at most [`ROW_CHUNK`] rows
+    /// Whether [`PackedWeight::matmul`] runs on AMX tiles ([`super::amx`]) for `m` rows:
+    /// f16 or bfloat16 panels, a CPU with AMX, and at least [`super::amx::MIN_ROWS`] rows.
+    pub fn on_tiles(&self, m: usize) -> bool {
+        !matches!(self.panels, Panels::F32(_)) && m >= super::amx::MIN_ROWS && super::amx::available()
+    }
+
+    /// Rows per work item in a product of many rows: [`ROW_CHUNK`], or
+    /// [`super::amx::ROW_CHUNK`] where the tiles run (splitting a panel into tiles is paid
+    /// once per item, so larger items amortise it; 256 rows against 64 took the prompt
+    /// pass's experts from 0.95 to 0.75 s).
+    pub fn row_chunk(&self) -> usize {
+        if self.on_tiles(super::amx::ROW_CHUNK) {
+            super::amx::ROW_CHUNK
+        } else {
+            ROW_CHUNK
+        }
+    }
+
+    /// [`PackedWeight::matmul`] over every column, as items of at most
+    /// [`PackedWeight::row_chunk`] rows
     /// and whole panels spread over rayon's threads: `[m, n]`.
     pub fn matmul_parallel(&self, x: &[f32], m: usize) -> Vec<f32> {
         let n = self.n;
         let mut dst = vec![0f32; m * n];
         let threads = rayon::current_num_threads().max(1);
-        let row_chunks = m.div_ceil(ROW_CHUNK).max(1);
+        let row_chunks = m.div_ceil(self.row_chunk()).max(1);
         let rows = m.div_ceil(row_chunks);
         // Several items per thread for balance, at least two panels each.
         let per_chunk = (threads * 4).div_ceil(row_chunks).max(1);
