@@ -347,6 +347,20 @@ impl Model {
     fn decode_loop(
         &self,
         first: ForwardOutput,
+        cache: KvCache,
+        config: &GenerationConfig,
+        hooks: &Hooks,
+        tokenizer: Option<&Tokenizer>,
+        shadows: Option<Twins>,
+    ) -> Result<(GenerationOutput, Option<Vec<Vec<f32>>>)> {
+        crate::kernels::in_pool(|| self.decode_steps(first, cache, config, hooks, tokenizer, shadows))
+    }
+
+    /// [`Model::decode_loop`]'s body, on a thread of the CPU kernels' pool.
+    #[allow(clippy::type_complexity)]
+    fn decode_steps(
+        &self,
+        first: ForwardOutput,
         mut cache: KvCache,
         config: &GenerationConfig,
         hooks: &Hooks,

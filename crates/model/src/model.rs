@@ -519,16 +519,18 @@ impl Model {
                 return Err(self.layer_out_of_range(p.layer));
             }
         }
-        for l in layers {
-            if let Some(p) = hooks.perturb.filter(|p| p.layer == l) {
-                hidden = profile::time(Part::Setup, || self.perturb(&hidden, p, &step.layout))?;
+        crate::kernels::in_pool(|| {
+            for l in layers {
+                if let Some(p) = hooks.perturb.filter(|p| p.layer == l) {
+                    hidden = profile::time(Part::Setup, || self.perturb(&hidden, p, &step.layout))?;
+                }
+                let (next, report) =
+                    self.layers[l].forward(&hidden, step, &mut cache.layers[l], hooks, recorder.drift())?;
+                hidden = next;
+                recorder.record(l, report);
             }
-            let (next, report) =
-                self.layers[l].forward(&hidden, step, &mut cache.layers[l], hooks, recorder.drift())?;
-            hidden = next;
-            recorder.record(l, report);
-        }
-        Ok(hidden)
+            Ok(hidden)
+        })
     }
 
     fn perturb(&self, hidden: &Tensor, p: &Perturbation, layout: &TokenLayout) -> Result<Tensor> {
@@ -556,7 +558,9 @@ impl Model {
     }
 
     pub(crate) fn head(&self, hidden: &Tensor, mode: LogitsMode) -> Result<Option<Tensor>> {
-        profile::time(Part::LmHead, || self.head_inner(hidden, mode))
+        profile::time(Part::LmHead, || {
+            crate::kernels::in_pool(|| self.head_inner(hidden, mode))
+        })
     }
 
     fn head_inner(&self, hidden: &Tensor, mode: LogitsMode) -> Result<Option<Tensor>> {

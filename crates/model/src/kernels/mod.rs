@@ -38,6 +38,15 @@ pub(crate) mod simd;
 
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 
+/// Runs `f` on a thread of rayon's global pool (the kernels' threads), inline if this is
+/// one already. Called from outside the pool, every parallel kernel call is handed to the
+/// pool while the caller sleeps until it is done: some 300 hand-offs and wake-ups per
+/// decoding step. Inside, they are joins between the pool's threads. A pop-16 round:
+/// 3.54 / 3.61 s against 3.76 / 3.73 s with the generation outside the pool.
+pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// Runs `f` on a tensor's f32 CPU storage and layout; `None` if the tensor is not f32 on
 /// the CPU.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], &Layout) -> R) -> Option<R> {
