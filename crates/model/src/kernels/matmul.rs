@@ -36,6 +36,8 @@ pub(crate) fn available() -> bool {
 
 /// `dst[r * dst_stride + j] = sum_kk x[r * k + kk] * w[j * k + kk]` for `r < m`, `j < n`,
 /// single-threaded. `dst_stride >= n` lets a caller fill a column block of a wider matrix.
+/// The outputs are written without being read, so `dst` may start unwritten
+/// ([`super::Outputs`]).
 pub(crate) fn matmul_nt(
     dst: &mut [f32],
     dst_stride: usize,

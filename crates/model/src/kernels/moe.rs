@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::matmul::{matmul_nt, NR};
 use super::packed::{PackedWeight, PANEL};
-use super::{simd, SendPtr};
+use super::{simd, Outputs, SendPtr};
 
 /// Rows per chunk: the chunk's inputs stay in the core's cache while an item's weight
 /// block streams past.
@@ -220,32 +220,38 @@ fn blocked_products<'w>(
 
 /// Runs `product(chunk, first column, width, dst)` for the (chunk, column block) items of
 /// `chunks`' `[rows, cols]` outputs in parallel, `dst` starting at the block's first
-/// column of the chunk's row 0 (row stride `cols`); returns the outputs.
+/// column of the chunk's row 0 (row stride `cols`); returns the outputs. `product` must
+/// write every value of its block (they start unwritten) and nothing outside it.
 fn in_column_blocks(
     chunks: &[Chunk],
     cols: usize,
     block: usize,
     product: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
 ) -> Vec<Vec<f32>> {
-    let mut outputs: Vec<Vec<f32>> = chunks
+    let mut outputs: Vec<Outputs> = chunks
         .iter()
-        .map(|&(_, rows)| vec![0f32; rows.len() * cols])
+        .map(|&(_, rows)| Outputs::new(rows.len() * cols))
         .collect();
     let items: Vec<(usize, usize)> = (0..chunks.len())
         .flat_map(|c| (0..cols.div_ceil(block)).map(move |b| (c, b * block)))
         .collect();
-    let targets: Vec<SendPtr> = outputs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+    let targets: Vec<SendPtr> = outputs.iter_mut().map(Outputs::ptr).collect();
     items.par_iter().for_each(|&(c, j0)| {
         let m = chunks[c].1.len();
         let width = block.min(cols - j0);
         let len = m * cols - j0;
         // SAFETY: items of one chunk write disjoint column ranges [j0, j0 + width) of its
         // [m, cols] output, which lives until the loop ends; the slice starts at column j0
-        // of row 0 and the product writes only inside the block.
+        // of row 0, and the product writes every value of its block before reading any
+        // and touches nothing outside it (the rest of the slice may be unwritten).
         let dst = unsafe { std::slice::from_raw_parts_mut(targets[c].get().add(j0), len) };
         product(c, j0, width, dst);
     });
     outputs
+        .into_iter()
+        // SAFETY: the items' blocks cover every column of every row of each output.
+        .map(|o| unsafe { o.assume_written() })
+        .collect()
 }
 
 /// The experts' products with their packed weights ([`super::packed`]), as (chunk,

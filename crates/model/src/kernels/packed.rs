@@ -26,7 +26,7 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::SendPtr;
+use super::Outputs;
 
 /// Output columns per panel: three 16-lane vectors.
 pub(crate) const PANEL: usize = 48;
@@ -160,7 +160,8 @@ impl PackedWeight {
 
     /// `dst[r * dst_stride + j - c0] = sum_kk x[r * k + kk] * w[j * k + kk]` for `r < m`
     /// and the columns `j` of panels `panels` (`c0 = panels.start * PANEL`, up to `n`),
-    /// single-threaded.
+    /// single-threaded. Every value of that block is written before any is read, and
+    /// nothing outside it is touched, so `dst` may start unwritten ([`super::Outputs`]).
     pub fn matmul(
         &self,
         dst: &mut [f32],
@@ -228,7 +229,8 @@ impl PackedWeight {
     /// and whole panels spread over rayon's threads: `[m, n]`.
     pub fn matmul_parallel(&self, x: &[f32], m: usize) -> Vec<f32> {
         let n = self.n;
-        let mut dst = vec![0f32; m * n];
+        let mut dst = Outputs::new(m * n);
+        let len = m * n;
         let threads = rayon::current_num_threads().max(1);
         let row_chunks = m.div_ceil(self.row_chunk()).max(1);
         let rows = m.div_ceil(row_chunks);
@@ -238,15 +240,15 @@ impl PackedWeight {
         let items: Vec<(usize, usize)> = (0..row_chunks)
             .flat_map(|r| (0..self.panels().div_ceil(block)).map(move |b| (r * rows, b * block)))
             .collect();
-        let out = SendPtr(dst.as_mut_ptr());
-        let len = dst.len();
+        let out = dst.ptr();
         let run = |&(r0, p0): &(usize, usize)| {
             let mr = rows.min(m - r0);
             let p1 = (p0 + block).min(self.panels());
             let at = r0 * n + p0 * PANEL;
             // SAFETY: items write disjoint blocks (rows r0..r0 + mr, the columns of
             // panels p0..p1) of `dst`, which outlives the loop; the slice starts at the
-            // block's first element and `matmul` writes only inside the block.
+            // block's first element, and `matmul` writes every value of the block before
+            // reading any and nothing outside it (the rest of the slice may be unwritten).
             let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), len - at) };
             self.matmul(dst, n, &x[r0 * self.k..], mr, p0..p1);
         };
@@ -255,7 +257,8 @@ impl PackedWeight {
         } else {
             items.par_iter().for_each(run);
         }
-        dst
+        // SAFETY: the items cover every row chunk and every panel.
+        unsafe { dst.assume_written() }
     }
 }
 
