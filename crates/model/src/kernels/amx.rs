@@ -259,6 +259,17 @@ pub(crate) unsafe fn matmul<E: TileElement>(
             config.bytes_per_row[t] = 64;
             config.rows[t] = TILE as u8;
         }
+        // Other code on this thread may keep its own tile configuration loaded between
+        // calls (candle's quantised Q4_K product configures each thread once), so the one
+        // in place is saved here and put back at the end.
+        let mut previous = Config {
+            palette: 0,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: [0; 16],
+            rows: [0; 16],
+        };
+        asm!("sttilecfg [{}]", in(reg) &mut previous as *mut Config, options(nostack));
         asm!("ldtilecfg [{}]", in(reg) &config as *const Config, options(nostack, readonly));
 
         let input_stride = k_pad * 2;
@@ -339,7 +350,11 @@ pub(crate) unsafe fn matmul<E: TileElement>(
                 c += PANEL;
             }
         }
-        asm!("tilerelease", options(nostack, nomem));
+        if previous.palette == 0 {
+            asm!("tilerelease", options(nostack, nomem));
+        } else {
+            asm!("ldtilecfg [{}]", in(reg) &previous as *const Config, options(nostack, readonly));
+        }
     });
 }
 
@@ -509,6 +524,44 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// candle's quantised Q4_K product keeps its own tile configuration loaded on each
+    /// thread between calls (and runs part of its work on the calling thread); a tile
+    /// product of ours in between must leave it in place. Before it did, the second
+    /// candle call ended in an illegal-instruction fault.
+    #[test]
+    fn leaves_other_tile_users_configured() {
+        use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+        use candle_core::{Device, Module, Tensor};
+        if !super::available() {
+            eprintln!("no AMX here: nothing to test");
+            return;
+        }
+        let (m, n, k) = (32, 64, 512);
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let q = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4K).unwrap()).unwrap();
+        let before = q
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let xs = input(m, 576);
+        let packed = PackedWeight::pack(&weight(48, 576, Storage::F16), 48, 576);
+        let mut out = vec![0f32; m * 48];
+        packed.matmul(&mut out, 48, &xs, m, 0..1);
+        let after = q
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(before, after);
     }
 
     /// The tile product against an f64 reference, for every path (one row tile, a few,
