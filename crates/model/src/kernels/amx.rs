@@ -148,6 +148,38 @@ pub(crate) const ROW_CHUNK: usize = 256;
 /// experts: 0.78 s against 1.03 s with 256-row items).
 const WHOLE_PANEL_ROW_TILES: usize = 3;
 
+/// An AMX tile configuration (`ldtilecfg` / `sttilecfg`'s 64-byte operand).
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TileConfig {
+    /// No configuration (palette 0): what `sttilecfg` stores when none is loaded.
+    const NONE: TileConfig = TileConfig {
+        palette: 0,
+        start_row: 0,
+        reserved: [0; 14],
+        bytes_per_row: [0; 16],
+        rows: [0; 16],
+    };
+
+    /// Palette 1, eight tiles of 16 rows x 64 bytes: 0-2 the outputs of a panel's column
+    /// tiles, 3-4 input pieces, 5-7 weight pieces.
+    const OURS: TileConfig = TileConfig {
+        palette: 1,
+        bytes_per_row: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+        rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+        ..TileConfig::NONE
+    };
+}
+
 /// Rows of a tile, and output columns of one (16 f32).
 const TILE: usize = 16;
 /// Steps of `k` per tile product (32 bfloat16s, 64 bytes a row).
@@ -238,122 +270,70 @@ pub(crate) unsafe fn matmul<E: TileElement>(
         }
         out.resize(TILE * PANEL, 0.0);
 
-        // Palette 1, eight tiles of 16 rows x 64 bytes: 0-2 the outputs of the panel's
-        // column tiles, 3-4 input pieces, 5-7 weight pieces.
-        #[repr(C, align(64))]
-        struct Config {
-            palette: u8,
-            start_row: u8,
-            reserved: [u8; 14],
-            bytes_per_row: [u16; 16],
-            rows: [u8; 16],
-        }
-        let mut config = Config {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            bytes_per_row: [0; 16],
-            rows: [0; 16],
-        };
-        for t in 0..8 {
-            config.bytes_per_row[t] = 64;
-            config.rows[t] = TILE as u8;
-        }
         // Other code on this thread may keep its own tile configuration loaded between
         // calls (candle's quantised Q4_K product configures each thread once), so the one
         // in place is saved here and put back at the end.
-        let mut previous = Config {
-            palette: 0,
-            start_row: 0,
-            reserved: [0; 14],
-            bytes_per_row: [0; 16],
-            rows: [0; 16],
-        };
-        asm!("sttilecfg [{}]", in(reg) &mut previous as *mut Config, options(nostack));
-        asm!("ldtilecfg [{}]", in(reg) &config as *const Config, options(nostack, readonly));
+        let mut previous = TileConfig::NONE;
+        asm!("sttilecfg [{}]", in(reg) &mut previous as *mut TileConfig, options(nostack));
+        asm!("ldtilecfg [{}]", in(reg) &TileConfig::OURS as *const TileConfig, options(nostack, readonly));
 
         let input_stride = k_pad * 2;
+        // Many row tiles: each panel is split into tiles once, and every row tile reads
+        // them back from L2. Few row tiles (decoding steps): each block of `k` is split
+        // just before its products, per row tile, into a ring of two blocks that stays
+        // in L1, so the split of the next block runs on the vector ports while the tile
+        // unit works on this one; the next panel is fetched into L2 meanwhile.
+        let whole_panel = row_tiles >= WHOLE_PANEL_ROW_TILES;
+        let tiles = aligned(tiles, if whole_panel { k_blocks } else { 2 } * BLOCK_LEN);
         let mut c = c0;
-        if row_tiles >= WHOLE_PANEL_ROW_TILES {
-            // Many row tiles: each panel is split into tiles once, and every row tile
-            // reads them back from L2.
-            let tiles = aligned(tiles, k_blocks * BLOCK_LEN);
-            while c < c1 {
-                let panel = panels.add(c * k);
+        while c < c1 {
+            let panel = panels.add(c * k);
+            if whole_panel {
                 for b in 0..k_blocks {
                     weight_block(panel, k, b, tiles.add(b * BLOCK_LEN));
                 }
-                for rt in 0..row_tiles {
-                    asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        options(nostack, nomem)
-                    );
-                    for b in 0..k_blocks {
-                        let a = inputs.add(rt * TILE * k_pad + b * TILE_K);
-                        block_products::<E>(a, piece, input_stride, tiles.add(b * BLOCK_LEN));
-                    }
-                    let rows = (m - rt * TILE).min(TILE);
-                    store_outputs(
-                        dst,
-                        dst_stride,
-                        out,
-                        (c - c0, (c1 - c).min(PANEL)),
-                        rt * TILE,
-                        rows,
-                    );
-                }
-                c += PANEL;
             }
-        } else {
-            // Few row tiles (decoding steps): each block of `k` is split into tiles just
-            // before its products, per row tile, into a ring of two blocks that stays in
-            // L1, so the split of the next block runs on the vector ports while the tile
-            // unit works on this one; the next panel is fetched into L2 meanwhile.
-            let ring = aligned(tiles, 2 * BLOCK_LEN);
-            while c < c1 {
-                let panel = panels.add(c * k);
-                for rt in 0..row_tiles {
-                    asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        options(nostack, nomem)
-                    );
-                    for b in 0..k_blocks {
+            for rt in 0..row_tiles {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    options(nostack, nomem)
+                );
+                for b in 0..k_blocks {
+                    let w = if whole_panel {
+                        tiles.add(b * BLOCK_LEN)
+                    } else {
                         if rt == 0 && c + PANEL < c1 {
-                            let next = panel.add(PANEL * k + b * TILE_K * PANEL) as *const i8;
-                            let bytes =
-                                (TILE_K * PANEL).min((k - b * TILE_K) * PANEL) * std::mem::size_of::<E>();
-                            let mut off = 0;
-                            while off < bytes {
-                                _mm_prefetch::<_MM_HINT_T1>(next.add(off));
-                                off += 64;
-                            }
+                            let rows = TILE_K.min(k - b * TILE_K);
+                            super::prefetch_l2(
+                                panel.add(PANEL * k + b * TILE_K * PANEL) as *const i8,
+                                rows * PANEL * std::mem::size_of::<E>(),
+                            );
                         }
-                        let w = ring.add((b % 2) * BLOCK_LEN);
+                        let w = tiles.add((b % 2) * BLOCK_LEN);
                         weight_block(panel, k, b, w);
-                        let a = inputs.add(rt * TILE * k_pad + b * TILE_K);
-                        block_products::<E>(a, piece, input_stride, w);
-                    }
-                    let rows = (m - rt * TILE).min(TILE);
-                    store_outputs(
-                        dst,
-                        dst_stride,
-                        out,
-                        (c - c0, (c1 - c).min(PANEL)),
-                        rt * TILE,
-                        rows,
-                    );
+                        w
+                    };
+                    let a = inputs.add(rt * TILE * k_pad + b * TILE_K);
+                    block_products::<E>(a, piece, input_stride, w);
                 }
-                c += PANEL;
+                let rows = (m - rt * TILE).min(TILE);
+                store_outputs(
+                    dst,
+                    dst_stride,
+                    out,
+                    (c - c0, (c1 - c).min(PANEL)),
+                    rt * TILE,
+                    rows,
+                );
             }
+            c += PANEL;
         }
         if previous.palette == 0 {
             asm!("tilerelease", options(nostack, nomem));
         } else {
-            asm!("ldtilecfg [{}]", in(reg) &previous as *const Config, options(nostack, readonly));
+            asm!("ldtilecfg [{}]", in(reg) &previous as *const TileConfig, options(nostack, readonly));
         }
     });
 }

@@ -431,11 +431,7 @@ mod avx512 {
             let row_bytes = PANEL * std::mem::size_of::<E>();
             for kk in 0..self.steps {
                 if !ahead.is_null() {
-                    let mut off = 0;
-                    while off < row_bytes {
-                        _mm_prefetch::<_MM_HINT_T1>(ahead.add(kk * row_bytes + off));
-                        off += 64;
-                    }
+                    super::super::prefetch_l2(ahead.add(kk * row_bytes), row_bytes);
                 }
                 let p = self.panel.add(kk * PANEL);
                 let w = [E::load16(p), E::load16(p.add(16)), E::load16(p.add(32))];
