@@ -105,19 +105,32 @@ simd::vectorized! {
         let (queries, keys, d) = (shape.queries, shape.keys, shape.head_dim);
         let mut scores = vec![0f32; groups * keys];
         let mut inv = vec![0f32; groups];
+        let blocks = d % 16 == 0 && super::matmul::available();
         for i in 0..queries {
             let mask_row = &mask[(b * queries + i) * keys..(b * queries + i + 1) * keys];
-            for (j, &m) in mask_row.iter().enumerate() {
-                if m == f32::NEG_INFINITY {
-                    for g in 0..groups {
-                        scores[g * keys + j] = f32::NEG_INFINITY;
-                    }
-                    continue;
-                }
-                let key = k.row(b, kvh, j, d);
+            if blocks {
                 for g in 0..groups {
                     let query = q.row(b, kvh * groups + g, i, d);
-                    scores[g * keys + j] = simd::dot_inline(query, key) * scale + m;
+                    let row = &mut scores[g * keys..(g + 1) * keys];
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: AVX-512F is checked; `d` is a multiple of 16.
+                    unsafe {
+                        avx512::scores(query, k, b, kvh, mask_row, scale, row)
+                    };
+                }
+            } else {
+                for (j, &m) in mask_row.iter().enumerate() {
+                    if m == f32::NEG_INFINITY {
+                        for g in 0..groups {
+                            scores[g * keys + j] = f32::NEG_INFINITY;
+                        }
+                        continue;
+                    }
+                    let key = k.row(b, kvh, j, d);
+                    for g in 0..groups {
+                        let query = q.row(b, kvh * groups + g, i, d);
+                        scores[g * keys + j] = simd::dot_inline(query, key) * scale + m;
+                    }
                 }
             }
             for g in 0..groups {
@@ -136,6 +149,100 @@ simd::vectorized! {
                 _ => sums.through_memory(groups, d, out, queries, i),
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Strided;
+
+    /// `scores[j] = query . key_j * scale + mask[j]` for every key of row `b`, kv head
+    /// `kvh` (`NEG_INFINITY` where the mask is), sixteen keys at a time: each key's
+    /// sixteen-lane partial sums, then one transposing tree of additions turns the
+    /// sixteen vectors into one vector of sixteen scores (summing each key's lanes on its
+    /// own is a chain of dependent additions per key, which bounded this loop).
+    ///
+    /// # Safety
+    /// AVX-512F; `query.len()` (the head size) is a multiple of 16, and the keys' rows
+    /// hold that many values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores(
+        query: &[f32],
+        k: Strided,
+        b: usize,
+        kvh: usize,
+        mask: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let d = query.len();
+        let keys = mask.len();
+        let scale = _mm512_set1_ps(scale);
+        let masked = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut j0 = 0;
+        while j0 < keys {
+            let n = (keys - j0).min(16);
+            let mut sums = [_mm512_setzero_ps(); 16];
+            for (j, sum) in sums.iter_mut().enumerate().take(n) {
+                let key = k.row(b, kvh, j0 + j, d).as_ptr();
+                let mut acc = _mm512_setzero_ps();
+                for c in (0..d).step_by(16) {
+                    acc = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(query.as_ptr().add(c)),
+                        _mm512_loadu_ps(key.add(c)),
+                        acc,
+                    );
+                }
+                *sum = acc;
+            }
+            let lanes: __mmask16 = if n == 16 {
+                0xffff
+            } else {
+                ((1u32 << n) - 1) as __mmask16
+            };
+            let m = _mm512_maskz_loadu_ps(lanes, mask.as_ptr().add(j0));
+            let s = _mm512_fmadd_ps(transposed_sums(&sums), scale, m);
+            let s = _mm512_mask_mov_ps(s, _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(m, masked), masked);
+            _mm512_mask_storeu_ps(scores.as_mut_ptr().add(j0), lanes, s);
+            j0 += 16;
+        }
+    }
+
+    /// Lane `j` of the result: the sum of `v[j]`'s sixteen lanes. (No closures here:
+    /// they would not inherit AVX-512, and vectors passed to them would not arrive whole.)
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn transposed_sums(v: &[__m512; 16]) -> __m512 {
+        // Per 128-bit lane, pairs of vectors: [x0 + x2, y0 + y2, x1 + x3, y1 + y3].
+        let mut pairs = [_mm512_setzero_ps(); 8];
+        for (i, pair) in pairs.iter_mut().enumerate() {
+            let (x, y) = (v[2 * i], v[2 * i + 1]);
+            *pair = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+        }
+        // Per 128-bit lane, four vectors' sums over that lane.
+        let mut quads = [_mm512_setzero_ps(); 4];
+        for (i, quad) in quads.iter_mut().enumerate() {
+            let (x, y) = (_mm512_castps_pd(pairs[2 * i]), _mm512_castps_pd(pairs[2 * i + 1]));
+            *quad = _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)),
+            );
+        }
+        // Then the four 128-bit lanes, added in two steps.
+        let eights = [halves(quads[0], quads[1]), halves(quads[2], quads[3])];
+        halves(eights[0], eights[1])
+    }
+
+    /// `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]` over 128-bit lanes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn halves(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+        )
     }
 }
 
