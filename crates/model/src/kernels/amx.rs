@@ -145,7 +145,9 @@ pub(crate) const ROW_CHUNK: usize = 256;
 
 /// Row tiles from which a whole panel is split into tiles once and read back from L2 by
 /// every row tile, rather than split block by block per row tile (the prompt pass's
-/// experts: 0.78 s against 1.03 s with 256-row items).
+/// experts: 0.78 s against 1.03 s with 256-row items). With two row tiles the ring
+/// stays faster: a work item's first panel is split before any product can hide it,
+/// and the decoding step's items hold few panels (round decode 2.28 against 2.10 s).
 const WHOLE_PANEL_ROW_TILES: usize = 3;
 
 /// An AMX tile configuration (`ldtilecfg` / `sttilecfg`'s 64-byte operand).
@@ -278,8 +280,10 @@ pub(crate) unsafe fn matmul<E: TileElement>(
         asm!("ldtilecfg [{}]", in(reg) &TileConfig::OURS as *const TileConfig, options(nostack, readonly));
 
         let input_stride = k_pad * 2;
-        // Many row tiles: each panel is split into tiles once, and every row tile reads
-        // them back from L2. Few row tiles (decoding steps): blocks of `k` go through a
+        // Many row tiles: each panel is split into tiles once, while the products of the
+        // one before run, and every row tile reads them back from L2 (one core, 256 x
+        // 3072 x 576: 384 -> 485 GFLOP/s against splitting before the products; 256 x
+        // 576 x 1536: 296 -> 351 with the row tiles in groups). Few row tiles (decoding steps): blocks of `k` go through a
         // small ring in L1, a later block (of this row tile, the next one, or the next
         // panel) split pair of rows by pair of rows between the tile products of this
         // one, so that the vector ports split while the tile unit multiplies (split
@@ -288,39 +292,69 @@ pub(crate) unsafe fn matmul<E: TileElement>(
         // software prefetches into L2 slowed the interleaved loop (235 against 184
         // cycles hot, 8.0 against 9.5 GB/s from memory).
         let whole_panel = row_tiles >= WHOLE_PANEL_ROW_TILES;
-        let tiles = aligned(tiles, if whole_panel { k_blocks } else { RING } * BLOCK_LEN);
+        let tiles = aligned(tiles, if whole_panel { 2 * k_blocks } else { RING } * BLOCK_LEN);
         if whole_panel {
-            let mut c = c0;
-            while c < c1 {
-                let panel = panels.add(c * k);
-                for b in 0..k_blocks {
-                    let w = tiles.add(b * BLOCK_LEN);
-                    for pair in 0..TILE {
-                        weight_rows(panel, k, b, pair, w);
-                    }
-                }
-                for rt in 0..row_tiles {
-                    asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        options(nostack, nomem)
-                    );
-                    for b in 0..k_blocks {
-                        let a = inputs.add(rt * TILE * k_pad + b * TILE_K);
-                        block_products::<E>(a, piece, input_stride, tiles.add(b * BLOCK_LEN), |_| {});
-                    }
-                    let rows = (m - rt * TILE).min(TILE);
-                    store_outputs(
-                        dst,
-                        dst_stride,
-                        out,
-                        (c - c0, (c1 - c).min(PANEL)),
-                        rt * TILE,
-                        rows,
+            // Two panels' tiles: the products read one while the next panel is split
+            // into the other, one pair of rows every `group` steps of the products, so
+            // the split is spread evenly over the panel's products. The row tiles go in
+            // groups whose input pieces stay in L2 (see `GROUP_INPUT_BYTES`).
+            let panel_len = k_blocks * BLOCK_LEN;
+            let buffer = |p: usize| tiles.add((p % 2) * panel_len);
+            let units = TILE * k_blocks;
+            let most = (GROUP_INPUT_BYTES / (3 * TILE * k_pad * 2)).max(2);
+            let groups = row_tiles.div_ceil(most);
+            let per_group = row_tiles.div_ceil(groups);
+            for first in (0..row_tiles).step_by(per_group) {
+                let tiles_here = first..(first + per_group).min(row_tiles);
+                let group = tiles_here.len();
+                for unit in 0..units {
+                    weight_rows(
+                        panels.add(c0 * k),
+                        k,
+                        unit / TILE,
+                        unit % TILE,
+                        buffer(0).add(unit / TILE * BLOCK_LEN),
                     );
                 }
-                c += PANEL;
+                let (mut c, mut p) = (c0, 0);
+                while c < c1 {
+                    let next = (c + PANEL < c1).then(|| (panels.add((c + PANEL) * k), buffer(p + 1)));
+                    let (mut unit, mut countdown) = (0, 0);
+                    for rt in tiles_here.clone() {
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            options(nostack, nomem)
+                        );
+                        for b in 0..k_blocks {
+                            let a = inputs.add(rt * TILE * k_pad + b * TILE_K);
+                            block_products::<E>(a, piece, input_stride, buffer(p).add(b * BLOCK_LEN), |_| {
+                                if let Some((panel, w)) = next {
+                                    if countdown == 0 {
+                                        let b = unit / TILE;
+                                        weight_rows(panel, k, b, unit % TILE, w.add(b * BLOCK_LEN));
+                                        unit += 1;
+                                        countdown = group;
+                                    }
+                                    countdown -= 1;
+                                }
+                            });
+                        }
+                        let rows = (m - rt * TILE).min(TILE);
+                        store_outputs(
+                            dst,
+                            dst_stride,
+                            out,
+                            (c - c0, (c1 - c).min(PANEL)),
+                            rt * TILE,
+                            rows,
+                        );
+                    }
+                    debug_assert!(next.is_none() || unit == units);
+                    c += PANEL;
+                    p += 1;
+                }
             }
         } else {
             // The blocks in the order the products take them: (panel column, row tile,
@@ -390,6 +424,10 @@ pub(crate) unsafe fn matmul<E: TileElement>(
         }
     });
 }
+
+/// Bytes of input pieces a group of row tiles may take in the two-panel path, so that
+/// they stay in L2 beside the panels' tiles while every panel passes over them.
+const GROUP_INPUT_BYTES: usize = 1 << 20;
 
 /// Blocks a product of few row tiles splits ahead of the one it multiplies.
 const SPLIT_AHEAD: usize = 2;
