@@ -54,6 +54,16 @@ impl Router {
 
     /// The router's softmax over experts for each row of `xs: [n, hidden]`.
     fn probabilities(&self, xs: &Tensor) -> CResult<Vec<Vec<f32>>> {
+        use crate::kernels::{applies, moe::router_probabilities, with_contiguous_f32};
+        if applies(xs) && applies(&self.weight) {
+            let hidden = xs.dim(1)?;
+            let probs = with_contiguous_f32(xs, |x| {
+                with_contiguous_f32(&self.weight, |w| router_probabilities(x, w, hidden))
+            });
+            if let Some(Some(probs)) = probs {
+                return Ok(probs);
+            }
+        }
         let logits = xs.matmul(&self.weight.t()?)?.to_dtype(DType::F32)?;
         candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()
     }
