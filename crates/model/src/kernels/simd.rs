@@ -123,9 +123,29 @@ pub(crate) fn axpy_inline(dst: &mut [f32], a: f32, src: &[f32]) {
 vectorized! {
     /// The largest value and the index of its first occurrence (`(NEG_INFINITY, 0)` when empty).
     fn max_and_argmax(x: &[f32]) -> (f32, usize) {
+        // Sixteen lanes, each with its own maximum and first index (selects, so the loop
+        // vectorises), then the lanes' best, the smallest index among equals.
+        let mut lane_best = [f32::NEG_INFINITY; 16];
+        let mut lane_at = [0u32; 16];
+        let chunks = x.len() / 16;
+        for c in 0..chunks {
+            let v = &x[c * 16..c * 16 + 16];
+            for l in 0..16 {
+                let better = v[l] > lane_best[l];
+                lane_best[l] = if better { v[l] } else { lane_best[l] };
+                lane_at[l] = if better { (c * 16 + l) as u32 } else { lane_at[l] };
+            }
+        }
         let mut best = f32::NEG_INFINITY;
         let mut at = 0;
-        for (i, &v) in x.iter().enumerate() {
+        for l in 0..16 {
+            let index = lane_at[l] as usize;
+            if lane_best[l] > best || (lane_best[l] == best && best > f32::NEG_INFINITY && index < at) {
+                best = lane_best[l];
+                at = index;
+            }
+        }
+        for (i, &v) in x.iter().enumerate().skip(chunks * 16) {
             if v > best {
                 best = v;
                 at = i;
@@ -211,6 +231,43 @@ mod tests {
         assert_eq!(exp(-100.0), 0.0);
         assert_eq!(exp(100.0), f32::INFINITY);
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    /// Against the scalar loop, first occurrence on ties (across lanes and into the
+    /// tail), NaN ignored, all -inf.
+    #[test]
+    fn argmax_takes_the_first_of_the_largest() {
+        let scalar = |x: &[f32]| {
+            let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+            for (i, &v) in x.iter().enumerate() {
+                if v > best {
+                    best = v;
+                    at = i;
+                }
+            }
+            (best, at)
+        };
+        for len in [0usize, 1, 15, 16, 17, 40, 100, 1003] {
+            let mut x: Vec<f32> = (0..len).map(|i| ((i * 37 % 11) as f32).sin()).collect();
+            if len > 5 {
+                x[5] = f32::NAN;
+            }
+            assert_eq!(max_and_argmax(&x), scalar(&x), "len {len}");
+            for at in [len / 2, len.saturating_sub(1), 3] {
+                if at < len {
+                    let mut y = x.clone();
+                    y[at] = 9.0;
+                    y[len - 1] = 9.0;
+                    assert_eq!(
+                        max_and_argmax(&y),
+                        scalar(&y),
+                        "len {len}, ties at {at} and the end"
+                    );
+                }
+            }
+        }
+        let low = vec![f32::NEG_INFINITY; 33];
+        assert_eq!(max_and_argmax(&low), (f32::NEG_INFINITY, 0));
     }
 
     #[test]
