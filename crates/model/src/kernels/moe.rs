@@ -200,8 +200,7 @@ pub(crate) fn forward_with(
             for (r, &(_, _, weight)) in rows.iter().enumerate() {
                 let row = &gu[r * 2 * inter..(r + 1) * 2 * inter];
                 let dst = &mut act[r * activation_width..r * activation_width + inter];
-                dst.copy_from_slice(&row[..inter]);
-                simd::silu_mul_scaled(dst, &row[inter..], weight);
+                simd::silu_mul_scaled(dst, &row[..inter], &row[inter..], weight);
             }
             act
         })
