@@ -283,14 +283,14 @@ pub(crate) unsafe fn matmul<E: TileElement>(
         // Many row tiles: each panel is split into tiles once, while the products of the
         // one before run, and every row tile reads them back from L2 (one core, 256 x
         // 3072 x 576: 384 -> 485 GFLOP/s against splitting before the products; 256 x
-        // 576 x 1536: 296 -> 351 with the row tiles in groups). Few row tiles (decoding steps): blocks of `k` go through a
-        // small ring in L1, a later block (of this row tile, the next one, or the next
-        // panel) split pair of rows by pair of rows between the tile products of this
-        // one, so that the vector ports split while the tile unit multiplies (split
-        // before its products, a block ran at 259 cycles per 512 weights, one row tile,
-        // one core; interleaved, 184-197). The hardware prefetchers fetch the next panel:
-        // software prefetches into L2 slowed the interleaved loop (235 against 184
-        // cycles hot, 8.0 against 9.5 GB/s from memory).
+        // 576 x 1536: 296 -> 351 with the row tiles in groups). Few row tiles (decoding
+        // steps): blocks of `k` go through a small ring in L1, a later block (of this row
+        // tile, the next one, or the next panel) split pair of rows by pair of rows
+        // between the tile products of this one, so that the vector ports split while the
+        // tile unit multiplies (split before its products, a block ran at 259 cycles per
+        // 512 weights, one row tile, one core; interleaved, 184-197). The hardware
+        // prefetchers fetch the next panel: software prefetches into L2 slowed the
+        // interleaved loop (235 against 184 cycles hot, 8.0 against 9.5 GB/s from memory).
         let whole_panel = row_tiles >= WHOLE_PANEL_ROW_TILES;
         let tiles = aligned(tiles, if whole_panel { 2 * k_blocks } else { RING } * BLOCK_LEN);
         if whole_panel {
@@ -500,10 +500,10 @@ macro_rules! tile_ops {
 /// tiles): the input's high, low and middle pieces (`a`, `a + 2 piece`, `a + piece`,
 /// rows `stride` bytes apart) against the weight's high pieces at `w`, then its high and
 /// middle pieces against the weight's low pieces (f16 weights). `between(pair)` runs for
-/// the sixteen pairs in turn, spread between the tile instructions: the next block's
-/// split, which runs on the vector ports while the tile unit works (one row tile's
-/// decoding-step product took 136 cycles per 512 weights this way against 204 split
-/// before the products, on one core of the README's Xeon).
+/// the sixteen pairs in turn, spread between the tile instructions: a later block's
+/// split, which runs on the vector ports while the tile unit works (on one core of the
+/// README's Xeon, a block's split and products alone took 204 cycles per 512 weights one
+/// after the other and 136 interleaved; in the product, 259 -> 184-197).
 ///
 /// # Safety
 /// Tiles configured as [`matmul`] does; `a`'s pieces hold 16 rows of 32 values, `w` a
