@@ -12,7 +12,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     // Adding 1.5 * 2^23 rounds to an integer (ties to even) that sits in the low mantissa
     // bits, so `n` and `2^n` come from integer operations on those bits: a float-to-int
     // `as` cast saturates and maps NaN to 0, which the compiler did lane by lane in
-    // scalar code (a 98k-element `silu_mul_scaled` took 256 us, 8 cycles an element).
+    // scalar code (`silu_mul_scaled` over 98k values: 161 us that way, 40 this way).
     const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(-87.0, 88.0);
     let rounded = xc * LOG2E + ROUND;
@@ -299,6 +299,7 @@ mod tests {
         assert!(((sum_exp(&a, 0.5, 1.0) as f64 - s) / s).abs() < 1e-6);
     }
 }
+
 #[cfg(test)]
 mod timing {
     /// Time of the MoE activation over a decoding step's worth of values (64 expert rows

@@ -55,8 +55,9 @@ impl Router {
     /// The router's softmax over experts for each row of `xs: [n, hidden]`.
     fn probabilities(&self, xs: &Tensor) -> CResult<Vec<Vec<f32>>> {
         use crate::kernels::{applies, moe::router_probabilities, with_contiguous_f32};
-        if applies(xs) && applies(&self.weight) {
-            let hidden = xs.dim(1)?;
+        let hidden = xs.dim(1)?;
+        // Anything else (a width mismatch, an empty row) takes candle's product and its error.
+        if applies(xs) && applies(&self.weight) && hidden > 0 && self.weight.dim(1)? == hidden {
             let probs = with_contiguous_f32(xs, |x| {
                 with_contiguous_f32(&self.weight, |w| router_probabilities(x, w, hidden))
             });
