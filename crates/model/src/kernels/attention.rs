@@ -456,6 +456,20 @@ mod timing {
                 }
             }
             let reps = 50;
+            // Seconds per call, best of five batches: the guest's timings wander between
+            // batches.
+            let best_of_five = |run: &dyn Fn()| {
+                run();
+                (0..5)
+                    .map(|_| {
+                        let start = Instant::now();
+                        for _ in 0..reps {
+                            run();
+                        }
+                        start.elapsed().as_secs_f64() / reps as f64
+                    })
+                    .fold(f64::INFINITY, f64::min)
+            };
             let ours = {
                 let (qd, kd, vd) = (
                     q.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
@@ -494,17 +508,9 @@ mod timing {
                         0.125,
                     )
                 };
-                run();
-                // Best of five batches: the guest's timings wander between batches.
-                (0..5)
-                    .map(|_| {
-                        let start = Instant::now();
-                        for _ in 0..reps {
-                            std::hint::black_box(run());
-                        }
-                        start.elapsed().as_secs_f64() / reps as f64
-                    })
-                    .fold(f64::INFINITY, f64::min)
+                best_of_five(&|| {
+                    std::hint::black_box(run());
+                })
             };
             let theirs = {
                 let (qt, kt, vt) = (
@@ -524,17 +530,9 @@ mod timing {
                     )
                     .unwrap()
                 };
-                run();
-                // Best of five batches: the guest's timings wander between batches.
-                (0..5)
-                    .map(|_| {
-                        let start = Instant::now();
-                        for _ in 0..reps {
-                            std::hint::black_box(run());
-                        }
-                        start.elapsed().as_secs_f64() / reps as f64
-                    })
-                    .fold(f64::INFINITY, f64::min)
+                best_of_five(&|| {
+                    std::hint::black_box(run());
+                })
             };
             println!(
                 "b {b:>2}, queries {t:>2}, keys {keys:>3}: ours {:.3} ms, candle-nn flash_attn {:.3} ms (x{:.2})",
